@@ -1,0 +1,3 @@
+from linreg_pl.cli import main
+
+main()

@@ -1,0 +1,115 @@
+"""The batch path: whole batches gathered from tensors with one index operation, no per-sample work.
+
+A `torch.utils.data.DataLoader` over a `TensorDataset` indexes and collates one sample at a time,
+which costs more than the whole step of a small model. Here a sampler yields one index tensor per
+batch (shuffled from `(seed, epoch)`, sharded by process rank) and the loader gathers every tensor
+with it. Lightning calls `loader.sampler.set_epoch(epoch)` at the start of each epoch, exactly as it
+does for a `DataLoader`, so a run resumed from a checkpoint sees the same order as one never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+
+class BatchIndexSampler:
+    """Index tensors (or slices) of one epoch's batches for one process.
+
+    Args:
+        num_samples: how many samples the tensors hold.
+        batch_size: samples per batch; every batch but the last of an epoch has exactly this many.
+        shuffle: draw a fresh permutation each epoch from `seed + epoch` (as `DistributedSampler` does).
+        seed: base seed of the permutations.
+        rank: this process's rank among `num_replicas`.
+        num_replicas: how many processes share the samples; each gets a disjoint strided share.
+        even_shards: pad the permutation by wrapping around so every process gets the same number of
+            samples (training under DDP needs equal step counts; `DistributedSampler` pads the same way).
+            Without it, shards differ by at most one sample and nothing is repeated (evaluation).
+        device: where the index tensors live (the device of the data).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        num_replicas: int = 1,
+        even_shards: bool = False,
+        device: torch.device | None = None,
+    ) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.num_replicas = num_replicas
+        self.even_shards = even_shards
+        self.device = device
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shard_size(self) -> int:
+        if self.even_shards:
+            return math.ceil(self.num_samples / self.num_replicas)
+        return len(range(self.rank, self.num_samples, self.num_replicas))
+
+    def __len__(self) -> int:
+        return math.ceil(self.shard_size() / self.batch_size)
+
+    def indices(self) -> Tensor | None:
+        """This process's sample indices for the current epoch; None means 0..n-1 in order."""
+        if not self.shuffle and self.num_replicas == 1:
+            return None
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.arange(self.num_samples)
+        if self.num_replicas > 1:
+            if self.even_shards:
+                padded = self.shard_size() * self.num_replicas
+                order = order.repeat(math.ceil(padded / self.num_samples))[:padded]
+            order = order[self.rank :: self.num_replicas]
+        return order.to(self.device) if self.device is not None else order
+
+    def __iter__(self) -> Iterator[Tensor | slice]:
+        order = self.indices()
+        size = self.shard_size()
+        for start in range(0, size, self.batch_size):
+            stop = min(start + self.batch_size, size)
+            # contiguous, in-order batches are views: no copy at all
+            yield slice(start, stop) if order is None else order[start:stop]
+
+
+class TensorBatchLoader:
+    """Iterates `tuple(t[index] for t in tensors)` for each index the sampler yields.
+
+    Lightning accepts any iterable with `__len__` as a dataloader and leaves it as it is (no sampler
+    injection, no worker checks), so sharding is the sampler's job.
+
+    Args:
+        tensors: tensors of equal first dimension, e.g. `(features, targets)`.
+        sampler: the batch indices; Lightning finds it as `loader.sampler` to set the epoch.
+    """
+
+    batch_sampler = None  # Lightning inspects it next to `sampler`, as on a DataLoader
+
+    def __init__(self, tensors: Sequence[Tensor], sampler: BatchIndexSampler) -> None:
+        self.tensors = tuple(tensors)
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        tensors = self.tensors
+        for index in self.sampler:
+            yield tuple(t[index] for t in tensors)

@@ -1,0 +1,244 @@
+"""Callbacks: the end-of-fit report, the divergence guard, the interrupt checkpoint, the predictions file.
+
+    python -m linreg_pl fit --config configs/default.yaml      # ParameterReport prints the table
+    python -m linreg_pl predict --config configs/default.yaml --ckpt_path .../last.ckpt
+
+`configs/default.yaml` lists them under `trainer.callbacks`; they are also the code defaults.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
+from torchmetrics.functional import mean_squared_error, r2_score
+from typing_extensions import override
+
+
+class DivergenceError(RuntimeError):
+    """The loss or the weights stopped being finite; the message says where and what to try."""
+
+
+class ParameterReport(Callback):
+    """Prints each epoch's losses and, at the end of `fit`, true vs closed-form vs learned parameters.
+
+    The closed-form answer is the least-squares solution on the training split: the best any linear
+    model can do there, so it is the yardstick for what SGD reached.
+
+    Args:
+        max_rows: parameters listed one per row at most; above it only the largest errors are summarised.
+    """
+
+    def __init__(self, max_rows: int = 10) -> None:
+        self.max_rows = max_rows
+        self.result: dict[str, Any] = {}
+
+    @override
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        parts = [f"{name} {float(metrics[name]):.6g}" for name in ("train/loss", "val/loss") if name in metrics]
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts), flush=True)
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        datamodule = trainer.datamodule
+        splits = getattr(datamodule, "splits", None)
+        if not splits or not hasattr(pl_module, "learned_parameters"):
+            return
+        learned_w, learned_b = pl_module.learned_parameters()
+        features, targets = (t.double().cpu() for t in splits["train"][:2])
+        closed_w, closed_b = least_squares(features, targets)
+        true_w, true_b = getattr(datamodule, "true_w", None), getattr(datamodule, "true_b", None)
+        self.result = {"learned_w": learned_w, "learned_b": learned_b, "closed_w": closed_w, "closed_b": closed_b}
+        scores = {}
+        for split in ("val", "test"):
+            if split in splits and len(splits[split][0]):
+                x, y = (t.double().cpu() for t in splits[split][:2])
+                scores[f"closed-form {split}"] = _scores(x @ closed_w + closed_b, y)
+                scores[f"learned {split}"] = _scores(x @ learned_w.double() + learned_b.double(), y)
+        self.result["scores"] = scores
+        if true_w is not None:
+            self.result["max_error"] = max(float((learned_w - true_w).abs().max()), abs(float(learned_b) - true_b))
+        if trainer.is_global_zero:
+            print(self._table(learned_w, learned_b, closed_w, closed_b, true_w, true_b, scores), flush=True)
+
+    def _table(self, learned_w, learned_b, closed_w, closed_b, true_w, true_b, scores) -> str:
+        names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
+        learned = [*learned_w.tolist(), float(learned_b)]
+        closed = [*closed_w.tolist(), float(closed_b)]
+        truth = [*true_w.tolist(), true_b] if true_w is not None else None
+        reference = truth if truth is not None else closed
+        errors = [abs(a - b) for a, b in zip(learned, reference, strict=False)]
+        against = "true" if truth is not None else "closed-form"
+        lines = ["", f"{'parameter':<10}{'true':>12}{'closed-form':>14}{'learned':>12}{f'|learned - {against}|':>24}"]
+        rows = range(len(names))
+        if len(names) > self.max_rows:
+            rows = sorted(sorted(rows, key=lambda i: -errors[i])[: self.max_rows])
+        for i in rows:
+            true_cell = f"{truth[i]:>12.4f}" if truth is not None else f"{'-':>12}"
+            lines.append(f"{names[i]:<10}{true_cell}{closed[i]:>14.4f}{learned[i]:>12.4f}{errors[i]:>24.2e}")
+        if len(names) > self.max_rows:
+            lines.append(f"({len(names)} parameters; the {self.max_rows} largest errors shown)")
+        lines.append(f"max |learned - {against}| = {max(errors):.2e}")
+        if scores:
+            lines.append(f"{'':<20}{'mse':>12}{'r2':>12}")
+            for name, (mse, r2) in scores.items():
+                lines.append(f"{name:<20}{mse:>12.4e}{r2:>12.6f}")
+        return "\n".join(lines)
+
+
+def least_squares(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """The exact least-squares weight and bias for `targets ≈ features·w + b` (float64)."""
+    design = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
+    solution = torch.linalg.lstsq(design, targets.double().unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+    return solution[:-1], solution[-1]
+
+
+def _scores(predictions: Tensor, targets: Tensor) -> tuple[float, float]:
+    r2 = float(r2_score(predictions, targets)) if len(targets) > 1 else float("nan")
+    return float(mean_squared_error(predictions, targets)), r2
+
+
+class DivergenceGuard(Callback):
+    """Stops training with a `DivergenceError` once the loss or a weight is NaN or infinite.
+
+    It checks every `check_every_n_steps` steps and on the last batch of each epoch, so a checkpoint
+    (saved after the epoch's last batch) never holds non-finite weights and the last good one is kept.
+    Checking less often than every step avoids a device-to-host sync per step on a GPU.
+
+    Args:
+        check_every_n_steps: steps between checks, >= 1.
+    """
+
+    def __init__(self, check_every_n_steps: int = 20) -> None:
+        if check_every_n_steps < 1:
+            raise ValueError(f"DivergenceGuard: check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        self.check_every_n_steps = check_every_n_steps
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx % self.check_every_n_steps and not trainer.is_last_batch:
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        values = [loss.detach().reshape(-1)] + [p.detach().reshape(-1) for p in pl_module.parameters()]
+        if bool(torch.isfinite(torch.cat(values)).all()):
+            return
+        what = "the loss" if not bool(torch.isfinite(loss).all()) else "the weights"
+        lrs = sorted({group["lr"] for opt in trainer.optimizers for group in opt.param_groups})
+        last = last_checkpoint_path(trainer)
+        kept = f"; the last good checkpoint is kept: {last}" if last else "; no checkpoint was written"
+        raise DivergenceError(
+            f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: {what} became "
+            f"NaN or infinite. The learning rate {', '.join(f'{lr:g}' for lr in lrs)} is probably too high "
+            f"for this data: lower it (--model.optimizer.lr) or standardise the features{kept}"
+        )
+
+
+class InterruptCheckpoint(Callback):
+    """On Ctrl-C (SIGINT) or SIGTERM during `fit`, saves `interrupted.ckpt` beside the other checkpoints.
+
+    Lightning turns SIGTERM into a stop at the next batch and Ctrl-C into a graceful shutdown; both call
+    `on_exception` first. Other exceptions (a divergence, a bug) save nothing, so a bad state never
+    lands in a checkpoint. Resuming from `last.ckpt` (the last finished epoch) is exact; resuming from
+    `interrupted.ckpt` continues mid-epoch (see the README).
+    """
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if trainer.state.fn != "fit" or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
+            return
+        checkpoint = trainer.checkpoint_callback
+        directory = getattr(checkpoint, "dirpath", None) or os.path.join(trainer.log_dir or ".", "checkpoints")
+        last = last_checkpoint_path(trainer)
+        self.path = os.path.join(directory, "interrupted.ckpt")
+        trainer.save_checkpoint(self.path)
+        if trainer.is_global_zero:
+            print(
+                f"\nInterrupted ({type(exception).__name__}): saved {self.path}. Resume exactly from the last "
+                f"finished epoch with: fit <same config> --ckpt_path {last or self.path}",
+                flush=True,
+            )
+
+
+def last_checkpoint_path(trainer: Trainer) -> str:
+    """The newest end-of-epoch checkpoint of this run ("" if none yet)."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.last_model_path:
+            return callback.last_model_path
+        if callback.monitor is None and callback.best_model_path:  # an unmonitored one keeps the newest
+            return callback.best_model_path
+    return ""
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes `predict` output as CSV, `row,prediction`: one line per input row, in input order.
+
+    `row` is the data row's 0-based position in the input file (for the default predict set, the
+    test split of the training file, its rows in file order).
+
+    Args:
+        path: the CSV file to write; None writes `predictions.csv` in the run's log directory.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.path = path
+        self.written: str | None = None
+        self._rows: list[Tensor] = []
+        self._predictions: list[Tensor] = []
+
+    @override
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._rows, self._predictions = [], []
+
+    @override
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        rows = batch[1] if len(batch) > 1 else torch.arange(len(prediction)) + batch_idx * len(prediction)
+        self._rows.append(rows.detach().cpu())
+        self._predictions.append(prediction.detach().float().cpu())
+
+    @override
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        rows = torch.cat(self._rows) if self._rows else torch.empty(0, dtype=torch.long)
+        predictions = torch.cat(self._predictions) if self._predictions else torch.empty(0)
+        if trainer.world_size > 1:  # each process predicted a disjoint share: put them together
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, (rows, predictions))
+            rows = torch.cat([r for r, _ in gathered])
+            predictions = torch.cat([p for _, p in gathered])
+        if not trainer.is_global_zero:
+            return
+        order = rows.argsort()
+        path = Path(self.path or os.path.join(trainer.log_dir or ".", "predictions.csv"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["row", "prediction"])
+            writer.writerows(zip(rows[order].tolist(), predictions[order].tolist(), strict=False))
+        self.written = str(path)
+        print(f"wrote {len(rows)} predictions to {path}", flush=True)

@@ -1,0 +1,167 @@
+"""The CLI end to end, in-process: every subcommand, correctness against the known truth, checkpoints."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import yaml
+from conftest import DEFAULT_CONFIG, ROOT, run_cli, version_dir
+
+from linreg_pl.cli import build_cli, main
+from linreg_pl.model import LinearRegression
+
+TRUE_W, TRUE_B = torch.tensor([2.0, -3.4]), 4.2
+
+
+def parameters(cli) -> tuple[torch.Tensor, torch.Tensor]:
+    return cli.model.net.weight.detach().clone(), cli.model.net.bias.detach().clone()
+
+
+def test_default_fit_recovers_w_and_b_and_prints_the_table(isolated, capsys):
+    cli = run_cli("fit", "--config", DEFAULT_CONFIG)
+    weight, bias = parameters(cli)
+    assert (weight[0] - TRUE_W).abs().max() < 0.01
+    assert abs(bias.item() - TRUE_B) < 0.01
+    out = capsys.readouterr().out
+    assert "epoch 3/3: train/loss" in out
+    assert "closed-form" in out and "max |learned - true|" in out
+    rows = list(csv.DictReader((version_dir(isolated) / "metrics.csv").open()))
+    train_losses = [float(r["train/loss"]) for r in rows if r["train/loss"]]
+    assert len(train_losses) == 3 and train_losses[2] < train_losses[0]
+    val_r2 = [float(r["val/r2"]) for r in rows if r["val/r2"]]
+    assert val_r2[-1] > 0.999
+    assert {"val/mse", "val/mae", "val/r2", "val/loss"} <= set(rows[0])
+
+
+def test_no_config_runs_the_same_experiment(isolated):
+    with_config = parameters(run_cli("fit", "--config", DEFAULT_CONFIG))
+    without = parameters(run_cli("fit"))
+    assert torch.equal(with_config[0], without[0]) and torch.equal(with_config[1], without[1])
+
+
+def test_same_seed_gives_bit_identical_parameters_other_seed_does_not(isolated):
+    first = parameters(run_cli("fit", "--trainer.max_epochs", "1"))
+    second = parameters(run_cli("fit", "--trainer.max_epochs", "1"))
+    other = parameters(run_cli("fit", "--trainer.max_epochs", "1", "--seed_everything", "1"))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[0], other[0])
+
+
+def test_fit_twice_keeps_both_runs(isolated):
+    run_cli("fit", "--trainer.max_epochs", "1")
+    run_cli("fit", "--trainer.max_epochs", "1")
+    for version in (0, 1):
+        assert (version_dir(isolated, version) / "config.yaml").is_file()
+        assert (version_dir(isolated, version) / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_print_config_round_trips(isolated, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", DEFAULT_CONFIG, "--data.init_args.noise_std", "0.05", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    (isolated / "printed.yaml").write_text(printed)
+    assert yaml.safe_load(printed)["data"]["init_args"]["noise_std"] == 0.05
+    from_printed = parameters(run_cli("fit", "--config", "printed.yaml", "--trainer.max_epochs", "1"))
+    direct = parameters(run_cli("fit", "--data.init_args.noise_std", "0.05", "--trainer.max_epochs", "1"))
+    assert torch.equal(from_printed[0], direct[0]) and torch.equal(from_printed[1], direct[1])
+
+
+def test_learning_rate_from_the_command_line(isolated):
+    cli = run_cli("fit", "--model.optimizer.lr", "0.1", "--trainer.max_epochs", "1")
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.1
+    cli = run_cli("fit", "--model.optimizer", "Adam", "--model.optimizer.lr", "0.05", "--trainer.max_epochs", "1")
+    assert isinstance(cli.trainer.optimizers[0], torch.optim.Adam)
+
+
+def test_scheduler_by_class_path(isolated):
+    cli = run_cli(
+        "fit",
+        "--trainer.max_epochs",
+        "2",
+        "--model.scheduler",
+        "StepLR",
+        "--model.scheduler.step_size",
+        "1",
+        "--model.scheduler.gamma",
+        "0.5",
+    )
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.03 * 0.25)
+
+
+def test_validate_test_predict_from_a_checkpoint_match_the_live_model(isolated):
+    cli = run_cli("fit")
+    live = cli.model.eval()
+    datamodule = cli.datamodule
+    test_features, test_targets = datamodule.splits["test"][0], datamodule.splits["test"][1]
+    with torch.no_grad():
+        live_predictions = live(test_features)
+    live_mse = torch.mean((live_predictions - test_targets) ** 2).item()
+    ckpt = str(version_dir(isolated) / "checkpoints" / "last.ckpt")
+
+    tested = run_cli("test", "--ckpt_path", ckpt)
+    assert tested.trainer.callback_metrics["test/mse"].item() == pytest.approx(live_mse, rel=1e-5)
+
+    validated = run_cli("validate", "--ckpt_path", ckpt)
+    assert validated.trainer.callback_metrics["val/mse"].item() == pytest.approx(
+        cli.trainer.callback_metrics["val/mse"].item(), rel=1e-5
+    )
+
+    run_cli("predict", "--ckpt_path", ckpt, "--predictions.path", "out/predictions.csv")
+    rows = list(csv.DictReader((isolated / "out" / "predictions.csv").open()))
+    assert [int(r["row"]) for r in rows] == datamodule.splits["test"][2].tolist()
+    assert torch.allclose(torch.tensor([float(r["prediction"]) for r in rows]), live_predictions, atol=1e-6)
+
+
+def test_resume_from_last_checkpoint_is_bit_identical(isolated):
+    straight = parameters(run_cli("fit"))
+    run_cli("fit", "--trainer.max_epochs", "2")
+    resumed = run_cli("fit", "--ckpt_path", str(version_dir(isolated, 1) / "checkpoints" / "last.ckpt"))
+    assert resumed.trainer.current_epoch == 3
+    assert torch.equal(parameters(resumed)[0], straight[0]) and torch.equal(parameters(resumed)[1], straight[1])
+
+
+class SlowStartRegression(LinearRegression):
+    """A user's own model: starts from zero weights instead of small random ones."""
+
+    def __init__(self, num_inputs: int = 2, init_std: float = 0.01) -> None:
+        super().__init__(num_inputs=num_inputs, init_std=init_std)
+        torch.nn.init.zeros_(self.net.weight)
+
+
+def test_a_user_model_subclass_trains_through_the_same_cli(isolated):
+    cli = run_cli("fit", "--model", f"{__name__}.SlowStartRegression")
+    assert type(cli.model).__name__ == "SlowStartRegression"
+    weight, bias = parameters(cli)
+    assert (weight[0] - TRUE_W).abs().max() < 0.01 and abs(bias.item() - TRUE_B) < 0.01
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_config_parses_and_instantiates(config, isolated):
+    if config == "csv.yaml":  # it names a file of the user's: give it one
+        (isolated / "data").mkdir()
+        rows = "\n".join(f"{i},{i % 7},{3 * i + 1}" for i in range(50))
+        (isolated / "data" / "example.csv").write_text("x1,x2,y\n" + rows + "\n")
+    # hardware is pinned to this machine's: the GPU and DDP configs are about other machines
+    hardware = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto"]
+    cli = build_cli(["--config", str(ROOT / "configs" / config), *hardware], run=False)
+    assert isinstance(cli.model, LinearRegression)
+    assert cli.model.hparams.num_inputs == cli.datamodule.num_inputs
+
+
+def test_a_default_run_prints_no_warnings(isolated):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "linreg_pl", "fit", "--config", DEFAULT_CONFIG, "--trainer.accelerator", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warn" not in result.stderr.lower() and "warn" not in result.stdout.lower(), result.stderr
+    assert "Tip:" not in result.stderr
+    assert "max |learned - true|" in result.stdout

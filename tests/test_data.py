@@ -1,0 +1,93 @@
+"""The synthetic data, the splits and the batch path: what users rely on, checked sample by sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from linreg_pl.batches import BatchIndexSampler, TensorBatchLoader
+from linreg_pl.data import SyntheticRegressionDataModule
+
+
+def make(**kwargs) -> SyntheticRegressionDataModule:
+    datamodule = SyntheticRegressionDataModule(**kwargs)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    first, again, other = make(seed=3), make(seed=3), make(seed=4)
+    for split in ("train", "val", "test"):
+        for a, b in zip(first.splits[split], again.splits[split], strict=True):
+            assert torch.equal(a, b)
+    assert not torch.equal(first.splits["train"][0], other.splits["train"][0])
+
+
+def test_data_follow_the_true_relation_and_ignore_the_global_rng():
+    torch.manual_seed(123)
+    datamodule = make()
+    torch.manual_seed(456)
+    assert torch.equal(datamodule.splits["train"][0], make().splits["train"][0])
+    features, targets = datamodule.load_tensors()
+    residual = targets - (features @ torch.tensor([2.0, -3.4]) + 4.2)
+    assert residual.std().item() == pytest.approx(0.01, rel=0.1)
+    assert features.std().item() == pytest.approx(1.0, rel=0.1)
+
+
+def test_splits_are_fractions_of_num_examples_disjoint_and_complete():
+    datamodule = make(num_examples=1000, val_fraction=0.1, test_fraction=0.2)
+    rows = {split: datamodule.splits[split][2] for split in ("train", "val", "test")}
+    assert [len(rows[s]) for s in ("train", "val", "test")] == [700, 100, 200]
+    assert torch.equal(torch.cat(list(rows.values())).sort().values, torch.arange(1000))
+
+
+def test_true_w_none_is_drawn_from_the_seed():
+    def drawn(seed: int) -> torch.Tensor:
+        return make(num_inputs=5, true_w=None, seed=seed).true_w
+
+    assert torch.equal(drawn(1), drawn(1))
+    assert not torch.equal(drawn(1), drawn(2))
+
+
+def epoch_batches(sampler: BatchIndexSampler, epoch: int) -> list[torch.Tensor]:
+    sampler.set_epoch(epoch)
+    values = torch.arange(sampler.num_samples)
+    return [batch for (batch,) in TensorBatchLoader([values], sampler)]
+
+
+def test_each_sample_once_per_epoch_exact_batch_size_and_fresh_shuffle():
+    sampler = BatchIndexSampler(103, batch_size=10, shuffle=True, seed=7)
+    first, second = epoch_batches(sampler, 0), epoch_batches(sampler, 1)
+    assert [len(b) for b in first] == [10] * 10 + [3]
+    assert torch.equal(torch.cat(first).sort().values, torch.arange(103))
+    assert torch.equal(torch.cat(second).sort().values, torch.arange(103))
+    assert not torch.equal(torch.cat(first), torch.cat(second))
+    # deterministic: the same (seed, epoch) gives the same order in a new sampler
+    again = BatchIndexSampler(103, batch_size=10, shuffle=True, seed=7)
+    assert torch.equal(torch.cat(epoch_batches(again, 1)), torch.cat(second))
+
+
+def test_unshuffled_batches_are_the_data_in_order():
+    sampler = BatchIndexSampler(25, batch_size=10)
+    assert torch.equal(torch.cat(epoch_batches(sampler, 0)), torch.arange(25))
+
+
+@pytest.mark.parametrize("num_samples", [100, 103])
+def test_training_shards_are_disjoint_cover_the_data_and_are_equal_in_length(num_samples):
+    world = 3
+    shards = [
+        torch.cat(epoch_batches(BatchIndexSampler(num_samples, 8, True, 5, rank, world, even_shards=True), 2))
+        for rank in range(world)
+    ]
+    assert len({len(s) for s in shards}) == 1  # equal step counts: DDP needs them
+    everything = torch.cat(shards)
+    assert set(everything.tolist()) == set(range(num_samples))
+    # only the padding (as DistributedSampler documents) repeats samples
+    assert len(everything) - num_samples == (-num_samples) % world
+
+
+def test_evaluation_shards_partition_the_data_without_padding():
+    shards = [torch.cat(epoch_batches(BatchIndexSampler(103, 8, False, 0, rank, 3), 0)) for rank in range(3)]
+    everything = torch.cat(shards)
+    assert len(everything) == 103
+    assert torch.equal(everything.sort().values, torch.arange(103))
