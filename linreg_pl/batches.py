@@ -105,11 +105,33 @@ class TensorBatchLoader:
     def __init__(self, tensors: Sequence[Tensor], sampler: BatchIndexSampler) -> None:
         self.tensors = tuple(tensors)
         self.sampler = sampler
+        self._handed_out = 0  # batches of the current epoch handed out so far
+        self._exhausted = False
+        self._resume_from = 0
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        start, self._resume_from = self._resume_from, 0
+        self._handed_out, self._exhausted = start, False
         tensors = self.tensors
-        for index in self.sampler:
+        for position, index in enumerate(self.sampler):
+            if position < start:
+                continue
+            self._handed_out += 1
             yield tuple(t[index] for t in tensors)
+        self._exhausted = True
+
+    def state_dict(self) -> dict[str, int]:
+        """Where this epoch stands; Lightning saves it in checkpoints so a mid-epoch resume is exact.
+
+        Lightning's training loop fetches one batch ahead, so the batch handed out last has not been
+        trained on yet, unless the epoch has run out.
+        """
+        position = len(self) if self._exhausted else max(self._handed_out - 1, 0)
+        return {"epoch": self.sampler.epoch, "position": position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.set_epoch(state["epoch"])
+        self._resume_from = state["position"] if state["position"] < len(self) else 0

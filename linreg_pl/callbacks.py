@@ -167,7 +167,7 @@ class InterruptCheckpoint(Callback):
         directory = getattr(checkpoint, "dirpath", None) or os.path.join(trainer.log_dir or ".", "checkpoints")
         last = last_checkpoint_path(trainer)
         self.path = os.path.join(directory, "interrupted.ckpt")
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # everything, optimiser and loops too
         if trainer.is_global_zero:
             print(
                 f"\nInterrupted ({type(exception).__name__}): saved {self.path}. Resume exactly from the last "

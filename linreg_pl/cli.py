@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import signal
 import sys
 import warnings
+from argparse import ArgumentError
 from typing import Any
 
 import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from typing_extensions import override
 
 from linreg_pl.callbacks import DivergenceError, PredictionWriter
@@ -28,6 +32,7 @@ from linreg_pl.errors import ConfigError
 from linreg_pl.model import LinearRegression
 
 PROG = "linreg-pl"
+NAMED_CHECKPOINTS = ("last", "best", "hpc", "registry")  # names Lightning resolves itself
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 3,
@@ -63,6 +68,8 @@ class _NoAdvertisements(logging.Filter):
 class LinearRegressionCLI(LightningCLI):
     """LightningCLI with `num_inputs` given once (by the data) and checkpoints checked before use."""
 
+    started = False  # set once the subcommand is about to run: errors before it are the user's config
+
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_inputs", "model.init_args.num_inputs", apply_on="instantiate")
@@ -76,6 +83,15 @@ class LinearRegressionCLI(LightningCLI):
                 "trainer.callbacks": CALLBACK_DEFAULTS,
             }
         )
+
+    @override
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads hyperparameters from the checkpoint before any public hook: check the file first
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path is not None and path not in NAMED_CHECKPOINTS:
+            read_checkpoint(str(path))
+        super()._parse_ckpt_path()
 
     @override
     def before_fit(self) -> None:
@@ -94,27 +110,36 @@ class LinearRegressionCLI(LightningCLI):
         self._prepare_checkpoint()
 
     def _prepare_checkpoint(self) -> None:
+        LinearRegressionCLI.started = True
         config = self.config_init[self.subcommand]
         if config.get("weights_only") is None:
             # checkpoints hold tensors and plain values only: never unpickle arbitrary objects from one
             config["weights_only"] = True
         path = config.get("ckpt_path")
-        if path is not None and path not in ("last", "best", "hpc", "registry"):
+        if path is not None and path not in NAMED_CHECKPOINTS:
             check_checkpoint(str(path), self.model)
 
 
-def check_checkpoint(path: str, model: torch.nn.Module) -> None:
-    """Raise `ConfigError` unless `path` is a readable checkpoint whose weights fit `model`."""
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """The checkpoint at `path`, loaded without unpickling code; `ConfigError` if it is not one."""
     if not os.path.isfile(path):
         raise ConfigError(f"checkpoint {path!r} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt, truncated, not a checkpoint, or holds arbitrary objects
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"checkpoint {path!r} cannot be loaded safely: {reason}") from None
+        raise ConfigError(
+            f"checkpoint {path!r} cannot be loaded: it is corrupt or truncated, not a checkpoint, or holds objects "
+            f"other than tensors and plain values, which are never unpickled ({type(error).__name__})"
+        ) from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ConfigError(f"checkpoint {path!r} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def check_checkpoint(path: str, model: torch.nn.Module) -> None:
+    """Raise `ConfigError` unless `path` is a readable checkpoint whose weights fit `model`."""
+    state = read_checkpoint(path)["state_dict"]
     expected = model.state_dict()
     wrong = [
         f"{key} {tuple(state[key].shape)} (model has {tuple(expected[key].shape)})"
@@ -138,10 +163,55 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LinearRegressi
         # the optimiser lives in the model (`--model.optimizer`), not in a second CLI-level copy
         auto_configure_optimizers=False,
         trainer_defaults=TRAINER_DEFAULTS,
-        parser_kwargs={"prog": PROG},
+        # parse errors are raised, not printed with the whole usage: main() makes them one line
+        parser_kwargs={"prog": PROG, "exit_on_error": False},
         args=args,
         run=run,
     )
+
+
+def one_line(error: BaseException) -> str:
+    """The gist of a parse or configuration error in one line: the key, what is wrong, what is accepted."""
+    text = str(error).strip() or type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    key = re.match(r'Parser key "([^"]+)":?\s*(.*)', lines[0])
+    prefix, rest = (f"{key.group(1)}: ", ([key.group(2)] if key.group(2) else []) + lines[1:]) if key else ("", lines)
+    reasons = [line[2:] for line in rest if line.startswith("- ") and "NoneType" not in line]
+    problem = next((i for i, line in enumerate(rest) if line.startswith("- Problem with given class_path")), None)
+    if problem is not None and problem + 1 < len(rest):
+        reason = rest[problem + 1]
+        class_path = re.search(r"class_path '([^']+)'", rest[problem])
+        unknown = re.match(r"Option '([^']+)' is not accepted", reason)
+        if class_path and unknown:
+            reason += _accepted_options(class_path.group(1), unknown.group(1))
+        return prefix + reason
+    expected = [m.group(1) for line in reasons if (m := re.match(r"Expected an? <class '([^']+)'>", line))]
+    given = next((line.split(":", 1)[1].strip() for line in rest if line.startswith("Given value:")), None)
+    if expected and given is not None:
+        nullable = " (or null)" if any("NoneType" in line for line in rest) else ""
+        return f"{prefix}expected {' or '.join(expected)}{nullable}, got {given!r}"
+    if reasons:
+        return prefix + reasons[0]
+    if text.startswith("unrecognized arguments"):
+        return f"{text} (`{PROG} <subcommand> --help` lists the accepted options)"
+    return prefix + (rest[0] if rest else "")
+
+
+def _accepted_options(class_path: str, unknown: str) -> str:
+    import difflib
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        options = [
+            p for p in inspect.signature(getattr(importlib.import_module(module), name)).parameters if p != "self"
+        ]
+    except (ImportError, AttributeError, ValueError):
+        return ""
+    close = difflib.get_close_matches(unknown, options, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} Accepted: {', '.join(options)}"
 
 
 def main(args: list[str] | None = None) -> LinearRegressionCLI | None:
@@ -160,10 +230,17 @@ def main(args: list[str] | None = None) -> LinearRegressionCLI | None:
     warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
     # predict batches carry their own row numbers (PredictionWriter uses them), not sampler indices
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
+    LinearRegressionCLI.started = False
     try:
         return build_cli(args)
-    except (ConfigError, DivergenceError) as error:
-        if debug:
+    except (ArgumentError, ConfigError, DivergenceError, ValueError, MisconfigurationException) as error:
+        # Before the subcommand starts, every error is about what the user gave. After it, only ours
+        # are: anything else is a bug and keeps its traceback.
+        user_error = not LinearRegressionCLI.started or isinstance(error, (ConfigError, DivergenceError))
+        if debug or not user_error:
             raise
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
+        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(1 if isinstance(error, DivergenceError) else 2) from None
+    except SIGTERMException:
+        # Lightning stopped at the next batch and InterruptCheckpoint saved; exit as a terminated process does
+        raise SystemExit(128 + signal.SIGTERM) from None

@@ -1,0 +1,200 @@
+"""Never lose a run, never a traceback for a typo: bad input, checkpoints, divergence, interrupts."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import DEFAULT_CONFIG, run_cli, version_dir
+
+from linreg_pl.cli import main
+from linreg_pl.model import LinearRegression
+
+SYNTHETIC = "--data.init_args."
+
+
+def error_line(capsys, *args: str) -> str:
+    """Run the CLI expecting a user error; return its one stderr line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--trainer.accelerator", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    assert len(err) >= 1 and err[-1].startswith("linreg-pl: error: ")
+    return err[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([SYNTHETIC + "batch_size", "0"], "batch_size must be an integer >= 1, got 0"),
+        ([SYNTHETIC + "num_examples", "11"], "11 examples leave 9 for training after the val/test splits"),
+        ([SYNTHETIC + "num_examples", "5"], "fewer than one batch of 10"),
+        (
+            [SYNTHETIC + "true_w", "[1, 2, 3]"],
+            "true_w has 3 values but num_inputs is 2; give 2 values, or true_w: null",
+        ),
+        ([SYNTHETIC + "noise_std", "-1"], "noise_std must be a finite number >= 0, got -1.0"),
+        ([SYNTHETIC + "val_fraction", "1.5"], "val_fraction must be in [0, 1), got 1.5"),
+        ([SYNTHETIC + "test_fraction", "-0.1"], "test_fraction must be in [0, 1), got -0.1"),
+        (
+            [SYNTHETIC + "val_fraction", "0.5", SYNTHETIC + "test_fraction", "0.5"],
+            "val_fraction + test_fraction must be < 1",
+        ),
+        (["--model.optimizer.lr", "0"], "model.optimizer: the learning rate must be a finite number > 0, got 0.0"),
+        (["--model.optimizer.lr", "-1"], "model.optimizer: Invalid learning rate: -1.0"),
+        (["--model.optimizer.lr", ".nan"], "the learning rate must be a finite number > 0, got nan"),
+        (["--model.optimizer.lr", ".inf"], "the learning rate must be a finite number > 0, got inf"),
+        ([SYNTHETIC + "batchsize", "3"], "data: Option 'batchsize' is not accepted; did you mean 'batch_size'?"),
+        (["--trainer.max_epochs", "three"], "trainer.max_epochs: expected int (or null), got 'three'"),
+        (["--config", "missing.yaml"], "config: File does not exist"),
+        (["--ckpt_path", "missing.ckpt"], "checkpoint 'missing.ckpt' does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_field(args, expected, capsys, isolated):
+    line = error_line(capsys, "fit", *args)
+    assert expected in line
+    assert not (version_dir(isolated) / "checkpoints").exists()
+
+
+def test_unknown_key_in_a_config_file(capsys, isolated):
+    (isolated / "typo.yaml").write_text("trainer:\n  max_epoch: 3\n")
+    assert "does not accept option 'trainer.max_epoch'" in error_line(capsys, "fit", "--config", "typo.yaml")
+
+
+def test_unknown_key_lists_the_accepted_ones(capsys):
+    line = error_line(capsys, "fit", SYNTHETIC + "noise", "0.1")
+    assert "did you mean 'noise_std'?" in line and "Accepted: num_inputs, num_examples, true_w" in line
+
+
+def test_debug_shows_the_traceback(isolated):
+    with pytest.raises(Exception, match="batch_size must be an integer >= 1"):
+        main(["fit", SYNTHETIC + "batch_size", "0", "--debug"])
+
+
+class Payload:
+    """Stands for any pickled object: only tensors and plain values are ever unpickled."""
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(capsys, isolated):
+    (isolated / "corrupt.ckpt").write_bytes(b"not a checkpoint at all")
+    assert "cannot be loaded" in error_line(capsys, "test", "--ckpt_path", "corrupt.ckpt")
+
+    torch.save({"state_dict": {}, "payload": Payload()}, isolated / "pickled.ckpt")
+    assert "holds objects other than tensors" in error_line(capsys, "test", "--ckpt_path", "pickled.ckpt")
+
+    run_cli("fit", SYNTHETIC + "num_inputs", "3", SYNTHETIC + "true_w", "null", "--trainer.max_epochs", "1")
+    other_shape = str(version_dir(isolated) / "checkpoints" / "last.ckpt")
+    line = error_line(capsys, "predict", "--ckpt_path", other_shape)
+    assert "belongs to a model of another shape: " in line and "net.weight (1, 3) (model has (1, 2))" in line
+
+
+def test_divergence_stops_with_a_message_and_writes_no_bad_checkpoint(capsys, isolated):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model.optimizer.lr", "5", "--trainer.accelerator", "cpu"])
+    assert exit_info.value.code == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("linreg-pl: error: training diverged at epoch 0")
+    assert "The learning rate 5 is probably too high" in line and "no checkpoint was written" in line
+    assert not (version_dir(isolated) / "checkpoints").exists()
+
+
+class DivergesInSecondEpoch(LinearRegression):
+    """Trains normally for one epoch, then its loss turns NaN (as a blown-up run's would)."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * math.nan if self.current_epoch == 1 and batch_idx >= 5 else loss
+
+
+def test_the_last_good_checkpoint_survives_a_divergence(capsys, isolated):
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", f"{__name__}.DivergesInSecondEpoch", "--trainer.accelerator", "cpu"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    last = version_dir(isolated) / "checkpoints" / "last.ckpt"
+    assert f"the last good checkpoint is kept: {last.relative_to(isolated)}" in line.replace("./", "")
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+
+
+def digest(directory) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_second_run_never_touches_the_first(isolated):
+    run_cli("fit", "--trainer.max_epochs", "1")
+    before = digest(version_dir(isolated, 0))
+    run_cli("fit", "--trainer.max_epochs", "2")
+    assert digest(version_dir(isolated, 0)) == before
+    assert (version_dir(isolated, 1) / "checkpoints" / "last.ckpt").is_file()
+
+
+INTERRUPTIBLE = [
+    "--config",
+    DEFAULT_CONFIG,
+    "--trainer.accelerator",
+    "cpu",
+    SYNTHETIC + "num_examples",
+    "10000",
+]
+STEPS_PER_EPOCH = 800
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Parameters of the run that is never stopped, for the interrupted ones to match bit for bit."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("uninterrupted"))
+        patch.setattr("sys.argv", ["linreg-pl"])
+        cli = main(["fit", *INTERRUPTIBLE])
+    return cli.trainer.global_step, cli.model.net.weight.detach().clone(), cli.model.net.bias.detach().clone()
+
+
+def interrupt_after_first_epoch(signum: int) -> tuple[int, str]:
+    """Start `fit` in a process of its own and send it `signum` early in its second epoch."""
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "linreg_pl", "fit", *INTERRUPTIBLE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    for line in process.stdout:  # the first epoch is done and checkpointed
+        output.append(line)
+        if line.startswith("epoch 1/3"):
+            break
+    time.sleep(0.1)
+    process.send_signal(signum)
+    output.append(process.stdout.read())
+    return process.wait(timeout=120), "".join(output)
+
+
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 1)])
+def test_an_interrupted_run_saves_and_resumes_bit_identically(signum, exit_code, uninterrupted, isolated):
+    code, output = interrupt_after_first_epoch(signum)
+    assert code == exit_code, output
+    assert "Interrupted" in output
+    checkpoints = version_dir(isolated) / "checkpoints"
+    last, interrupted = checkpoints / "last.ckpt", checkpoints / "interrupted.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == STEPS_PER_EPOCH
+    assert torch.load(interrupted, weights_only=True)["global_step"] % STEPS_PER_EPOCH != 0  # mid-epoch
+
+    steps, weight, bias = uninterrupted
+    # from the last finished epoch: exact, whatever the signal
+    resumed = run_cli("fit", *INTERRUPTIBLE, "--ckpt_path", str(last))
+    assert resumed.trainer.global_step == steps
+    assert torch.equal(resumed.model.net.weight, weight) and torch.equal(resumed.model.net.bias, bias)
+    # from the middle of the epoch: SIGTERM stops between steps and the batch loader saved its position,
+    # so that is exact too; Ctrl-C may land inside a step and is only guaranteed to finish the run
+    resumed = run_cli("fit", *INTERRUPTIBLE, "--ckpt_path", str(interrupted))
+    assert resumed.trainer.global_step == steps
+    if signum == signal.SIGTERM:
+        assert torch.equal(resumed.model.net.weight, weight) and torch.equal(resumed.model.net.bias, bias)
+    assert (resumed.model.net.weight[0] - torch.tensor([2.0, -3.4])).abs().max() < 0.01
