@@ -166,16 +166,6 @@ class RegressionDataModule(LightningDataModule):
         # batches are (features, row numbers): the prediction writer puts rows back in input order
         return self._loader(self.splits["predict"], shuffle=False, even_shards=False)
 
-    @override
-    def state_dict(self) -> dict:
-        # Saved in checkpoints, so `predict` on a new file uses the training split's statistics.
-        return {"standardization": self.standardization} if self.standardization is not None else {}
-
-    @override
-    def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict.get("standardization") is not None:
-            self.standardization = state_dict["standardization"]
-
 
 def standardization_of(features: Tensor, targets: Tensor) -> dict[str, Tensor]:
     """Mean and scale of each feature and of the target; a constant column gets scale 1."""
