@@ -57,6 +57,9 @@ class LinearRegression(LightningModule):
         self.register_buffer("target_scale", torch.ones(()))
         self._standardized = False
         self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_standardized())
+        # the epoch's training loss, summed on the device without a host sync (see `_shared_step`)
+        self.register_buffer("_train_loss_sum", torch.zeros(()), persistent=False)
+        self._train_examples = {"count": 0}  # mutated in place: no attribute assignment per step
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -100,12 +103,31 @@ class LinearRegression(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
 
     @override
+    def on_train_epoch_start(self) -> None:
+        self._train_loss_sum.zero_()
+        self._train_examples["count"] = 0
+
+    @override
+    def on_train_epoch_end(self) -> None:
+        # mean over the epoch's examples; under DDP, the mean of the processes' equal-sized shares
+        self.log("train/loss", self._train_loss_sum / max(self._train_examples["count"], 1), sync_dist=True)
+
+    @override
     def setup(self, stage: str) -> None:
         # A data module that standardises (file data) hands its training-split statistics over here.
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         statistics = getattr(datamodule, "standardization", None)
         if stage == "fit" and statistics is not None:
             self.set_standardization(**statistics)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning records the running hook in `_current_fx_name` around every hook call, ~44 times a
+        # step; nn.Module's generic __setattr__ (which looks for parameters, buffers and submodules of
+        # that name) then costs about as much as the whole step of a small model. It is a plain string.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def set_standardization(
         self, feature_mean: Tensor, feature_scale: Tensor, target_mean: Tensor, target_scale: Tensor
@@ -137,13 +159,18 @@ class LinearRegression(LightningModule):
             predictions = predictions * self.target_scale + self.target_mean
         else:
             loss = F.mse_loss(predictions, targets)
+        if stage == "train":
+            # Not `self.log` per step: it costs more than the whole step of a small model (Lightning moves
+            # its result buffers to the device on every call), and the epoch mean is what is reported.
+            self._train_loss_sum.add_(loss.detach(), alpha=len(targets))
+            self._train_examples["count"] += len(targets)
+            return loss
         # An epoch mean weighted by batch size; synced across processes once, at the end of the epoch.
         # The loss is in standardised units when standardising; `mse` is always in the targets' units.
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(targets), sync_dist=True)
-        if stage != "train":
-            metrics = self.val_metrics if stage == "val" else self.test_metrics
-            metrics.update(predictions, targets)
-            self.log_dict(metrics)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(predictions, targets)
+        self.log_dict(metrics)
         return loss
 
     def _standardized_predictions(self, features: Tensor) -> Tensor:

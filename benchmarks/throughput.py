@@ -1,0 +1,422 @@
+"""Training throughput, side by side in one process: a plain PyTorch loop, the classic Lightning port,
+and this project's `fit`; plus streaming memory/speed and whole-process start-up.
+
+    python benchmarks/throughput.py                       # everything, on CPU
+    python benchmarks/throughput.py --sections loops      # only the in-process loop comparison
+    python benchmarks/throughput.py --device cuda         # the same on a GPU
+
+Sections:
+  loops      (a) plain loop, randperm + slicing; (b) TensorDataset + DataLoader + Trainer, logging the
+             loss every step (the usual port); (c) this project's LinearRegression + data module +
+             Trainer as the CLI builds them (CSV logger, checkpoints, callbacks). Each on the default
+             experiment (1000 x 2, batch 10) and on 1M x 100, batch 4096. Training time only: from
+             the start of an epoch to the end of its last training batch, median over epochs after
+             the first; validation and checkpointing are outside the timed span.
+  streaming  50M x 100 generated on the fly (20 GB if materialised) in a child process; peak memory of
+             the whole process tree, and samples/s against the in-memory path at 1M x 100.
+  process    wall time of `python -m linreg_pl fit --config configs/default.yaml` against a plain
+             seed-style script (data, DataLoader, nn.Linear, SGD, 3 epochs) run the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class EpochTimer:
+    """Collects the training span of each epoch (a Lightning callback, built lazily)."""
+
+    @staticmethod
+    def make():
+        from lightning.pytorch import Callback
+
+        class _Timer(Callback):
+            def __init__(self) -> None:
+                self.spans: list[float] = []
+                self.steps: list[int] = []
+
+            def on_train_epoch_start(self, trainer, pl_module) -> None:
+                self._sync(pl_module)
+                self._start, self._step = time.perf_counter(), trainer.global_step
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+                if trainer.is_last_batch:
+                    self._sync(pl_module)
+                    self.spans.append(time.perf_counter() - self._start)
+                    self.steps.append(trainer.global_step - self._step)
+
+            @staticmethod
+            def _sync(pl_module) -> None:
+                if pl_module.device.type == "cuda":
+                    torch.cuda.synchronize()
+
+        return _Timer()
+
+
+def data(n: int, d: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, d, generator=generator)
+    targets = features @ torch.randn(d, generator=generator) + 4.2
+    return features.to(device), targets.to(device)
+
+
+def plain_loop(features, targets, batch_size: int, epochs: int) -> dict:
+    model = nn.Linear(features.shape[1], 1).to(features.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.03)
+    n, spans = len(features), []
+    for _ in range(epochs):
+        _sync(features)
+        start = time.perf_counter()
+        order = torch.randperm(n, device=features.device)
+        for first in range(0, n, batch_size):
+            index = order[first : first + batch_size]
+            loss = nn.functional.mse_loss(model(features[index]).squeeze(-1), targets[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        _sync(features)
+        spans.append(time.perf_counter() - start)
+    steps = -(-n // batch_size)
+    return summarise(spans, [n] * epochs, [steps] * epochs)
+
+
+def plain_dataloader_loop(features, targets, batch_size: int, epochs: int) -> dict:
+    """The plain loop most scripts write: DataLoader(TensorDataset(...), shuffle=True)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = nn.Linear(features.shape[1], 1).to(features.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.03)
+    loader = DataLoader(TensorDataset(features, targets), batch_size=batch_size, shuffle=True)
+    spans = []
+    for _ in range(epochs):
+        _sync(features)
+        start = time.perf_counter()
+        for x, y in loader:
+            loss = nn.functional.mse_loss(model(x).squeeze(-1), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        _sync(features)
+        spans.append(time.perf_counter() - start)
+    return summarise(spans, [len(features)] * epochs, [len(loader)] * epochs)
+
+
+def classic_lightning(features, targets, batch_size: int, epochs: int, limit_batches=None) -> dict:
+    from lightning.pytorch import LightningModule, Trainer
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class ClassicPort(LightningModule):
+        def __init__(self, num_inputs: int) -> None:
+            super().__init__()
+            self.net = nn.Linear(num_inputs, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = nn.functional.mse_loss(self.net(x).squeeze(-1), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.03)
+
+    loader = DataLoader(TensorDataset(features.cpu(), targets.cpu()), batch_size=batch_size, shuffle=True)
+    timer = EpochTimer.make()
+    with tempfile.TemporaryDirectory() as logs:
+        trainer = Trainer(
+            max_epochs=epochs,
+            accelerator=_accelerator(features),
+            devices=1,
+            logger=CSVLogger(logs),
+            callbacks=[timer],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_train_batches=limit_batches,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(ClassicPort(features.shape[1]), loader)
+    samples = [steps * batch_size for steps in timer.steps]
+    return summarise(timer.spans, samples, timer.steps)
+
+
+def project_fit(n: int, d: int, batch_size: int, epochs: int, device: str) -> dict:
+    """This project's fit exactly as `python -m linreg_pl fit --config configs/default.yaml` builds it
+    (logger, checkpoints, guard, report, profiler, saved config), with a timer appended."""
+    from linreg_pl.cli import build_cli
+
+    # 10% more examples for the validation split, so that n examples are trained on, as in (a) and (b)
+    args = [
+        "--config",
+        str(ROOT / "configs" / "default.yaml"),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.accelerator",
+        "gpu" if device == "cuda" else "cpu",
+        "--trainer.devices",
+        "1",
+        "--data.init_args.num_inputs",
+        str(d),
+        "--data.init_args.true_w",
+        "null",
+        "--data.init_args.num_examples",
+        str(round(n / 0.9)),
+        "--data.init_args.val_fraction",
+        "0.1",
+        "--data.init_args.test_fraction",
+        "0",
+        "--data.init_args.batch_size",
+        str(batch_size),
+    ]
+    timer = EpochTimer.make()
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as logs:
+        os.chdir(logs)
+        try:
+            cli = build_cli(args, run=False)
+            cli.trainer.callbacks.append(timer)
+            cli.trainer.fit(cli.model, cli.datamodule)
+        finally:
+            os.chdir(here)
+    trained = len(cli.datamodule.splits["train"][0])
+    return summarise(timer.spans, [trained] * len(timer.spans), timer.steps)
+
+
+def summarise(spans: list[float], samples: list[int], steps: list[int]) -> dict:
+    keep = slice(1, None) if len(spans) > 1 else slice(None)  # the first epoch warms up
+    rates = [s / t for s, t in zip(samples[keep], spans[keep], strict=True)]
+    step_times = [t / k for t, k in zip(spans[keep], steps[keep], strict=True)]
+    return {"samples_per_s": statistics.median(rates), "step_us": statistics.median(step_times) * 1e6}
+
+
+def _sync(tensor) -> None:
+    if tensor.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _accelerator(tensor) -> str:
+    return "gpu" if tensor.device.type == "cuda" else "cpu"
+
+
+def loops_section(device: str) -> list[str]:
+    lines = ["## Training loops (samples/s; per-step time; ratio to the plain loop)", ""]
+    lines.append(
+        "| case | (a) plain loop, randperm + slicing | (a') plain loop, DataLoader | (b) classic Lightning port "
+        "| (c) this project's fit | c/a samples/s (step time) | c/a' step time | c/b samples/s |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    cases = [
+        ("default: 1,000 x 2, batch 10", 800, 2, 10, 8, None),
+        ("1M x 100, batch 4096", 1_000_000, 100, 4096, 4, 40),
+    ]
+    for name, n, d, batch, epochs, classic_limit in cases:
+        features, targets = data(n, d, device)
+        a = plain_loop(features, targets, batch, epochs)
+        # per-sample indexing is slow: on the large case 200k examples are enough to measure its rate
+        subset = slice(0, 200_000)
+        a2 = plain_dataloader_loop(features[subset], targets[subset], batch, 3 if classic_limit else epochs)
+        b = classic_lightning(features, targets, batch, min(epochs, 3), classic_limit)
+        del features, targets
+        c = project_fit(n, d, batch, epochs, device)
+        a2_cells = (fmt(a2), f"{c['step_us'] / a2['step_us']:.2f}x")
+        lines.append(
+            f"| {name} | {fmt(a)} | {a2_cells[0]} | {fmt(b)} | {fmt(c)} | {c['samples_per_s'] / a['samples_per_s']:.2f}x "
+            f"({c['step_us'] / a['step_us']:.2f}x) | {a2_cells[1]} | {c['samples_per_s'] / b['samples_per_s']:.1f}x |"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
+def fmt(result: dict) -> str:
+    rate = result["samples_per_s"]
+    text = f"{rate / 1e6:.2f} M/s" if rate >= 1e6 else f"{rate / 1e3:.0f} k/s"
+    return f"{text}, {result['step_us']:.0f} us/step"
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of a process and all its descendants, from /proc."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    stack.extend(int(c) for c in children.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def run_measured(command: list[str], cwd: str) -> tuple[float, int, str]:
+    """Wall time, peak tree RSS (sampled every 0.1 s) and output of a command."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while process.poll() is None:
+            peak[0] = max(peak[0], tree_rss(process.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output = process.communicate()[0]
+    elapsed = time.perf_counter() - start
+    sampler.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
+    return elapsed, peak[0], output
+
+
+def streaming_section(device: str, examples: int) -> list[str]:
+    lines = ["## Streaming (data generated on the fly)", ""]
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    common = [
+        sys.executable,
+        "-m",
+        "linreg_pl",
+        "fit",
+        "--trainer.accelerator",
+        accelerator,
+        "--trainer.max_epochs",
+        "1",
+        "--data.init_args.num_inputs",
+        "100",
+        "--data.init_args.true_w",
+        "null",
+        "--data.init_args.batch_size",
+        "4096",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
+    with tempfile.TemporaryDirectory() as work:
+        streaming = common + [
+            "--data.init_args.num_examples",
+            str(examples),
+            "--data.init_args.streaming",
+            "true",
+            "--data.init_args.num_workers",
+            "1",
+        ]
+        wall, peak, output = run_measured(streaming, work)
+        rate = _reported_rate(output)
+        in_memory = common + ["--data.init_args.num_examples", "1111112"]
+        _, peak_memory_path, output_memory = run_measured(in_memory, work)
+        rate_memory = _reported_rate(output_memory)
+    lines.append("| path | examples x features | peak memory (process tree) | training samples/s |")
+    lines.append("|---|---|---|---|")
+    lines.append(f"| streaming, 1 worker | {examples:,} x 100 | {peak / 2**30:.2f} GiB | {rate / 1e6:.2f} M/s |")
+    lines.append(f"| in memory | 1,111,112 x 100 | {peak_memory_path / 2**30:.2f} GiB | {rate_memory / 1e6:.2f} M/s |")
+    lines.append("")
+    lines.append(f"streaming / in-memory samples/s: {rate / rate_memory:.2f}x; streaming wall time {wall:.0f} s")
+    for line in lines[-5:]:
+        print(line, flush=True)
+    return lines
+
+
+def _reported_rate(output: str) -> float:
+    for line in output.splitlines():
+        if line.startswith("training throughput:"):
+            return float(line.split()[2])
+    raise RuntimeError("no 'training throughput:' line in the output:\n" + output[-2000:])
+
+
+PLAIN_SCRIPT = """
+import torch
+from torch import nn
+from torch.utils import data
+true_w, true_b = torch.tensor([2, -3.4]), 4.2
+features = torch.normal(0, 1, (1000, 2))
+labels = (features @ true_w + true_b + torch.normal(0, 0.01, (1000,))).reshape(-1, 1)
+loader = data.DataLoader(data.TensorDataset(features, labels), 10, shuffle=True)
+net = nn.Linear(2, 1)
+net.weight.data.normal_(0, 0.01)
+net.bias.data.fill_(0)
+loss, trainer = nn.MSELoss(), torch.optim.SGD(net.parameters(), lr=0.03)
+for epoch in range(3):
+    for x, y in loader:
+        l = loss(net(x), y)
+        trainer.zero_grad()
+        l.backward()
+        trainer.step()
+    print(f"epoch {epoch + 1}, loss {loss(net(features), labels):f}")
+print("w", net.weight.data, "b", net.bias.data)
+"""
+
+
+def process_section(repeats: int) -> list[str]:
+    lines = ["## Whole process, default experiment (wall seconds, median of runs)", ""]
+    with tempfile.TemporaryDirectory() as work:
+        script = Path(work) / "plain.py"
+        script.write_text(PLAIN_SCRIPT)
+        plain, project = [], []
+        for _ in range(repeats):  # interleaved, so that machine noise hits both alike
+            plain.append(run_measured([sys.executable, str(script)], work)[0])
+            project.append(
+                run_measured(
+                    [sys.executable, "-m", "linreg_pl", "fit", "--config", str(ROOT / "configs" / "default.yaml")], work
+                )[0]
+            )
+    a, c = statistics.median(plain), statistics.median(project)
+    lines.append(
+        f"plain seed-style script: {a:.2f} s; `python -m linreg_pl fit --config configs/default.yaml`: {c:.2f} s; ratio {c / a:.2f}x"
+    )
+    print(lines[-1], flush=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--sections", default="loops,streaming,process")
+    parser.add_argument("--streaming-examples", type=int, default=50_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", help="also write the tables (Markdown) to this file")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    sections = args.sections.split(",")
+    lines = [f"# linreg_pl throughput: {machine(args.device)}", ""]
+    if "loops" in sections:
+        lines += loops_section(args.device) + [""]
+    if "streaming" in sections:
+        lines += streaming_section(args.device, args.streaming_examples) + [""]
+    if "process" in sections:
+        lines += process_section(args.repeats) + [""]
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+
+
+def machine(device: str) -> str:
+    import platform
+
+    import lightning
+
+    where = (
+        torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
+    return f"{where}; torch {torch.__version__}, lightning {lightning.__version__}, {torch.get_num_threads()} threads"
+
+
+if __name__ == "__main__":
+    main()
