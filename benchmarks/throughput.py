@@ -246,15 +246,16 @@ def fmt(result: dict) -> str:
     return f"{text}, {result['step_us']:.0f} us/step"
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory (bytes) of a process and all its descendants, from /proc."""
+def tree_memory(pid: int) -> int:
+    """Memory (bytes) of a process and all its descendants: the sum of their proportional set sizes
+    (PSS), so pages shared between the trainer and its forked workers count once, not once each."""
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
         try:
-            with open(f"/proc/{current}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
+            with open(f"/proc/{current}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1]) * 1024
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as children:
@@ -265,14 +266,14 @@ def tree_rss(pid: int) -> int:
 
 
 def run_measured(command: list[str], cwd: str) -> tuple[float, int, str]:
-    """Wall time, peak tree RSS (sampled every 0.1 s) and output of a command."""
+    """Wall time, peak memory of the process tree (PSS, sampled every 0.1 s) and output of a command."""
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = [0]
 
     def sample() -> None:
         while process.poll() is None:
-            peak[0] = max(peak[0], tree_rss(process.pid))
+            peak[0] = max(peak[0], tree_memory(process.pid))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -320,7 +321,7 @@ def streaming_section(device: str, examples: int) -> list[str]:
         in_memory = common + ["--data.init_args.num_examples", "1111112"]
         _, peak_memory_path, output_memory = run_measured(in_memory, work)
         rate_memory = _reported_rate(output_memory)
-    lines.append("| path | examples x features | peak memory (process tree) | training samples/s |")
+    lines.append("| path | examples x features | peak memory (process tree, PSS) | training samples/s |")
     lines.append("|---|---|---|---|")
     lines.append(f"| streaming, 1 worker | {examples:,} x 100 | {peak / 2**30:.2f} GiB | {rate / 1e6:.2f} M/s |")
     lines.append(f"| in memory | 1,111,112 x 100 | {peak_memory_path / 2**30:.2f} GiB | {rate_memory / 1e6:.2f} M/s |")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torchmetrics.functional import mean_squared_error, r2_score
@@ -45,78 +45,120 @@ class DivergenceError(RuntimeError):
 
 
 class ParameterReport(Callback):
-    """Prints each epoch's losses and, at the end of `fit`, true vs closed-form vs learned parameters.
+    """Prints each epoch's losses and training speed and, at the end of `fit`, the learned parameters
+    beside the true ones (when known) and the closed-form least-squares ones (when the data are in memory).
 
     The closed-form answer is the least-squares solution on the training split: the best any linear
     model can do there, so it is the yardstick for what SGD reached.
 
     Args:
-        max_rows: parameters listed one per row at most; above it only the largest errors are summarised.
+        max_rows: parameters listed one per row at most; above it only the largest errors are listed.
     """
 
     def __init__(self, max_rows: int = 10) -> None:
         self.max_rows = max_rows
         self.result: dict[str, Any] = {}
+        self.rates: list[float] = []
+        self._restart_clock()
+
+    def _restart_clock(self) -> None:
+        self._start, self._examples, self._seconds = time.perf_counter(), 0, 0.0
 
     @override
-    @rank_zero_only
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restart_clock()  # a run resumed mid-epoch starts without on_train_epoch_start
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restart_clock()
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._examples += len(batch[0])
+        if trainer.is_last_batch:  # training time only, without the validation that follows
+            self._seconds = time.perf_counter() - self._start
+
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        parts = [f"{name} {float(metrics[name]):.6g}" for name in ("train/loss", "val/loss") if name in metrics]
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts), flush=True)
+        rate = self._examples * trainer.world_size / self._seconds if self._seconds else 0.0
+        self.rates.append(rate)
+        if trainer.is_global_zero:
+            metrics = trainer.callback_metrics
+            parts = [f"{name} {float(metrics[name]):.6g}" for name in ("train/loss", "val/loss") if name in metrics]
+            parts.append(f"{rate:,.0f} samples/s")
+            print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts), flush=True)
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        datamodule = trainer.datamodule
-        splits = getattr(datamodule, "splits", None)
-        if not splits or not hasattr(pl_module, "learned_parameters"):
+        if not hasattr(pl_module, "learned_parameters"):
             return
+        datamodule = trainer.datamodule
+        splits = getattr(datamodule, "splits", None) or {}
         learned_w, learned_b = pl_module.learned_parameters()
-        features, targets = (t.double().cpu() for t in splits["train"][:2])
-        closed_w, closed_b = least_squares(features, targets)
         true_w, true_b = getattr(datamodule, "true_w", None), getattr(datamodule, "true_b", None)
-        self.result = {"learned_w": learned_w, "learned_b": learned_b, "closed_w": closed_w, "closed_b": closed_b}
-        scores = {}
-        for split in ("val", "test"):
-            if split in splits and len(splits[split][0]):
-                x, y = (t.double().cpu() for t in splits[split][:2])
-                scores[f"closed-form {split}"] = _scores(x @ closed_w + closed_b, y)
-                scores[f"learned {split}"] = _scores(x @ learned_w.double() + learned_b.double(), y)
-        self.result["scores"] = scores
+        self.result = {"learned_w": learned_w, "learned_b": learned_b, "scores": {}}
+        closed_w = closed_b = None
+        if "train" in splits:  # in memory: the exact answer is cheap
+            closed_w, closed_b = least_squares(*(t.cpu() for t in splits["train"][:2]))
+            self.result.update(closed_w=closed_w, closed_b=closed_b)
+            for split in ("val", "test"):
+                if split in splits and len(splits[split][0]):
+                    x, y = (t.double().cpu() for t in splits[split][:2])
+                    self.result["scores"][f"closed-form {split}"] = _scores(x @ closed_w + closed_b, y)
+                    self.result["scores"][f"learned {split}"] = _scores(x @ learned_w.double() + learned_b.double(), y)
         if true_w is not None:
             self.result["max_error"] = max(float((learned_w - true_w).abs().max()), abs(float(learned_b) - true_b))
         if trainer.is_global_zero:
-            print(self._table(learned_w, learned_b, closed_w, closed_b, true_w, true_b, scores), flush=True)
+            print(self._table(learned_w, learned_b, closed_w, closed_b, true_w, true_b), flush=True)
+            if self.rates:
+                steady = self.rates[1:] or self.rates  # the first epoch includes start-up
+                print(f"training throughput: {sum(steady) / len(steady):.0f} samples/s", flush=True)
 
-    def _table(self, learned_w, learned_b, closed_w, closed_b, true_w, true_b, scores) -> str:
+    def _table(self, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> str:
         names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
         learned = [*learned_w.tolist(), float(learned_b)]
-        closed = [*closed_w.tolist(), float(closed_b)]
+        closed = [*closed_w.tolist(), float(closed_b)] if closed_w is not None else None
         truth = [*true_w.tolist(), true_b] if true_w is not None else None
-        reference = truth if truth is not None else closed
-        errors = [abs(a - b) for a, b in zip(learned, reference, strict=False)]
-        against = "true" if truth is not None else "closed-form"
-        lines = ["", f"{'parameter':<10}{'true':>12}{'closed-form':>14}{'learned':>12}{f'|learned - {against}|':>24}"]
-        rows = range(len(names))
-        if len(names) > self.max_rows:
-            rows = sorted(sorted(rows, key=lambda i: -errors[i])[: self.max_rows])
+        reference, against = (truth, "true") if truth is not None else (closed, "closed-form")
+        errors = [abs(a - b) for a, b in zip(learned, reference, strict=True)] if reference else None
+        header = f"{'parameter':<10}{'true':>12}{'closed-form':>14}{'learned':>12}"
+        lines = ["", header + (f"{f'|learned - {against}|':>24}" if errors else "")]
+        rows = list(range(len(names)))
+        if len(names) > self.max_rows:  # the largest errors, or the first rows when nothing to compare with
+            rows = sorted(sorted(rows, key=lambda i: -errors[i])[: self.max_rows]) if errors else rows[: self.max_rows]
         for i in rows:
-            true_cell = f"{truth[i]:>12.4f}" if truth is not None else f"{'-':>12}"
-            lines.append(f"{names[i]:<10}{true_cell}{closed[i]:>14.4f}{learned[i]:>12.4f}{errors[i]:>24.2e}")
+            true_cell = f"{truth[i]:>12.4f}" if truth else f"{'-':>12}"
+            closed_cell = f"{closed[i]:>14.4f}" if closed else f"{'-':>14}"
+            error_cell = f"{errors[i]:>24.2e}" if errors else ""
+            lines.append(f"{names[i]:<10}{true_cell}{closed_cell}{learned[i]:>12.4f}{error_cell}")
         if len(names) > self.max_rows:
-            lines.append(f"({len(names)} parameters; the {self.max_rows} largest errors shown)")
-        lines.append(f"max |learned - {against}| = {max(errors):.2e}")
-        if scores:
+            lines.append(f"({len(names)} parameters, {self.max_rows} shown)")
+        if errors:
+            lines.append(f"max |learned - {against}| = {max(errors):.2e}")
+        if self.result["scores"]:
             lines.append(f"{'':<20}{'mse':>12}{'r2':>12}")
-            for name, (mse, r2) in scores.items():
+            for name, (mse, r2) in self.result["scores"].items():
                 lines.append(f"{name:<20}{mse:>12.4e}{r2:>12.6f}")
         return "\n".join(lines)
 
 
-def least_squares(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """The exact least-squares weight and bias for `targets ≈ features·w + b` (float64)."""
-    design = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
-    solution = torch.linalg.lstsq(design, targets.double().unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+def least_squares(features: Tensor, targets: Tensor, rows_at_once: int = 65536) -> tuple[Tensor, Tensor]:
+    """The exact least-squares weight and bias for `targets ≈ features·w + b`, in float64.
+
+    Solves the normal equations, accumulated over blocks of rows: memory stays at one block however
+    many examples there are, and float64 keeps the squared condition number harmless for a report.
+    """
+    num_inputs = features.shape[1]
+    gram = torch.zeros(num_inputs + 1, num_inputs + 1, dtype=torch.float64)
+    moment = torch.zeros(num_inputs + 1, dtype=torch.float64)
+    for start in range(0, len(features), rows_at_once):
+        block = features[start : start + rows_at_once].double()
+        design = torch.cat([block, torch.ones(len(block), 1, dtype=torch.float64)], dim=1)
+        gram += design.T @ design
+        moment += design.T @ targets[start : start + rows_at_once].double()
+    solution = torch.linalg.lstsq(gram, moment.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
     return solution[:-1], solution[-1]
 
 

@@ -22,6 +22,7 @@ from typing_extensions import override
 
 from linreg_pl.batches import BatchIndexSampler, TensorBatchLoader
 from linreg_pl.errors import ConfigError
+from linreg_pl.streaming import StreamingLoader, SyntheticChunks
 
 Split = tuple[Tensor, ...]
 
@@ -198,7 +199,12 @@ class SyntheticRegressionDataModule(RegressionDataModule):
         val_fraction: share of `num_examples` held out for validation, in [0, 1).
         test_fraction: share of `num_examples` held out for test, in [0, 1).
         seed: seeds the data, the split and the per-epoch shuffle.
-        num_workers: worker processes for data made on the fly (unused in memory; see the base class).
+        num_workers: worker processes that generate streamed data while the main process trains
+            (unused in memory; see the base class).
+        streaming: generate examples chunk by chunk on demand instead of holding them in memory, for
+            data larger than memory (`linreg_pl.streaming`). The splits then fall on chunk boundaries,
+            and the values differ from the in-memory data of the same seed.
+        chunk_size: examples per generated chunk when streaming, rounded up to a multiple of batch_size.
     """
 
     def __init__(
@@ -213,6 +219,8 @@ class SyntheticRegressionDataModule(RegressionDataModule):
         test_fraction: float = 0.1,
         seed: int = 0,
         num_workers: int = 0,
+        streaming: bool = False,
+        chunk_size: int = 65536,
     ) -> None:
         super().__init__(batch_size, val_fraction, test_fraction, seed, num_workers)
         name = type(self).__name__
@@ -227,7 +235,15 @@ class SyntheticRegressionDataModule(RegressionDataModule):
             )
         if not (math.isfinite(noise_std) and noise_std >= 0):
             raise ConfigError(f"{name}: noise_std must be a finite number >= 0, got {noise_std!r}")
-        self.split_sizes(num_examples)  # fail now, not after the Trainer has started
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError(f"{name}: chunk_size must be an integer >= 1, got {chunk_size!r}")
+        self.streaming = streaming
+        self._streaming_loaders: list[StreamingLoader] = []
+        self.chunk_size = math.ceil(chunk_size / batch_size) * batch_size
+        if streaming:
+            self.chunk_ranges = self._chunk_ranges(num_examples)  # fail now, not after the Trainer has started
+        else:
+            self.split_sizes(num_examples)
         self.num_inputs = num_inputs
         self.num_examples = num_examples
         self.noise_std = noise_std
@@ -236,6 +252,91 @@ class SyntheticRegressionDataModule(RegressionDataModule):
         else:
             self.true_w = torch.tensor(true_w, dtype=torch.float32)
         self.true_b = float(true_b)
+
+    def _chunk_ranges(self, num_examples: int) -> dict[str, range]:
+        """Chunk indices of each split when streaming; splits fall on chunk boundaries."""
+        total = math.ceil(num_examples / self.chunk_size)
+        num_val, num_test = round(total * self.val_fraction), round(total * self.test_fraction)
+        name = type(self).__name__
+        if total - num_val - num_test < 1:
+            raise ConfigError(
+                f"{name}: {num_examples} examples make {total} chunks of {self.chunk_size}, none left for "
+                "training after the val/test splits; use more examples or a smaller chunk_size"
+            )
+        for field, fraction, size in (("val", self.val_fraction, num_val), ("test", self.test_fraction, num_test)):
+            if fraction > 0 and size == 0:
+                raise ConfigError(
+                    f"{name}: {field}_fraction {fraction} of {total} chunks is no chunk; use more examples, "
+                    f"a smaller chunk_size, or {field}_fraction 0"
+                )
+        train_end = total - num_val - num_test
+        return {
+            "train": range(train_end),
+            "val": range(train_end, train_end + num_val),
+            "test": range(train_end + num_val, total),
+        }
+
+    @override
+    def setup(self, stage: str) -> None:
+        if not self.streaming:
+            super().setup(stage)
+
+    def _streaming_loader(self, split: str, shuffle: bool, even_shards: bool) -> StreamingLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        chunks = self.chunk_ranges[split]
+        total = math.ceil(self.num_examples / self.chunk_size)
+        # only the data's very last chunk can be short
+        last_chunk_size = (
+            self.num_examples - (total - 1) * self.chunk_size if chunks[-1] == total - 1 else self.chunk_size
+        )
+        dataset = SyntheticChunks(
+            self.true_w,
+            self.true_b,
+            self.noise_std,
+            self.seed,
+            self.chunk_size,
+            self.batch_size,
+            chunks,
+            last_chunk_size,
+            shuffle=shuffle,
+            rank=rank,
+            num_replicas=world,
+            even_shards=even_shards,
+        )
+        loader = StreamingLoader(dataset, self.num_workers, self._device())
+        self._streaming_loaders.append(loader)
+        return loader
+
+    @override
+    def teardown(self, stage: str) -> None:
+        for loader in self._streaming_loaders:  # no generating thread outlives fit/validate/test
+            loader.close()
+        self._streaming_loaders.clear()
+
+    @override
+    def train_dataloader(self):
+        if self.streaming:
+            return self._streaming_loader("train", shuffle=True, even_shards=True)
+        return super().train_dataloader()
+
+    @override
+    def val_dataloader(self):
+        if self.streaming:
+            return self._streaming_loader("val", shuffle=False, even_shards=False)
+        return super().val_dataloader()
+
+    @override
+    def test_dataloader(self):
+        if self.streaming:
+            return self._streaming_loader("test", shuffle=False, even_shards=False)
+        return super().test_dataloader()
+
+    @override
+    def predict_dataloader(self):
+        if self.streaming:
+            raise ConfigError("SyntheticRegressionDataModule: predict needs data in memory; set streaming: false")
+        return super().predict_dataloader()
 
     @override
     def load_tensors(self) -> tuple[Tensor, Tensor]:

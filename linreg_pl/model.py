@@ -108,9 +108,13 @@ class LinearRegression(LightningModule):
         self._train_examples["count"] = 0
 
     @override
-    def on_train_epoch_end(self) -> None:
-        # mean over the epoch's examples; under DDP, the mean of the processes' equal-sized shares
-        self.log("train/loss", self._train_loss_sum / max(self._train_examples["count"], 1), sync_dist=True)
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Logged at the epoch's last batch rather than in `on_train_epoch_end`, which runs after the
+        # callbacks' own epoch-end hooks: ParameterReport's epoch line would show the previous epoch.
+        if self.trainer.is_last_batch:
+            # mean over the epoch's examples; under DDP, the mean of the processes' equal-sized shares
+            mean = self._train_loss_sum / max(self._train_examples["count"], 1)
+            self.log("train/loss", mean, on_step=False, on_epoch=True, sync_dist=True)
 
     @override
     def setup(self, stage: str) -> None:

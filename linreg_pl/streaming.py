@@ -1,0 +1,215 @@
+"""Synthetic data larger than memory: examples generated chunk by chunk, on demand, in worker processes.
+
+    python -m linreg_pl fit --data.init_args.streaming true --data.init_args.num_examples 50000000 \\
+        --data.init_args.num_inputs 100 --data.init_args.true_w null --data.init_args.batch_size 4096 \\
+        --data.init_args.num_workers 1
+
+Example i lives in chunk i // chunk_size, and a chunk is drawn from its own generator seeded with
+(seed, chunk index): memory does not grow with `num_examples`, the same example always has the same
+value, and any process can make any chunk. Each epoch shuffles the order of the chunks (from
+seed + epoch) and the examples inside each; the chunks are dealt out to processes and, within a
+process, to its generating threads, so every share is disjoint.
+
+`num_workers` background threads generate whole chunks ahead; the training thread gathers each batch
+from a chunk with one index operation, as for data in memory. Generation overlaps training, which is
+what makes streaming about as fast as data in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import IterableDataset, get_worker_info
+
+
+class SyntheticChunks(IterableDataset):
+    """Batches of `y = X·true_w + true_b + noise` for a range of chunks, for one process.
+
+    Args:
+        true_w: the true weights [num_inputs].
+        true_b: the true bias.
+        noise_std: standard deviation of the label noise.
+        seed: with the chunk index, seeds each chunk's generator.
+        chunk_size: examples per chunk, a multiple of `batch_size`.
+        batch_size: examples per batch.
+        chunks: the chunk indices of this split.
+        last_chunk_size: examples in the split's last chunk (the end of the data may cut it short).
+        shuffle: shuffle the chunk order and the examples in each chunk, anew each epoch.
+        rank: this process's rank among `num_replicas`.
+        num_replicas: processes sharing the chunks.
+        even_shards: pad the chunk list by wrapping around so that every process gets as many
+            chunks, hence as many batches, as the others (DDP training needs equal step counts).
+    """
+
+    def __init__(
+        self,
+        true_w: Tensor,
+        true_b: float,
+        noise_std: float,
+        seed: int,
+        chunk_size: int,
+        batch_size: int,
+        chunks: range,
+        last_chunk_size: int,
+        shuffle: bool,
+        rank: int = 0,
+        num_replicas: int = 1,
+        even_shards: bool = False,
+    ) -> None:
+        self.true_w, self.true_b, self.noise_std, self.seed = true_w, true_b, noise_std, seed
+        self.chunk_size, self.batch_size = chunk_size, batch_size
+        self.chunks, self.last_chunk_size = chunks, last_chunk_size
+        self.shuffle, self.rank, self.num_replicas, self.even_shards = shuffle, rank, num_replicas, even_shards
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def chunk(self, index: int) -> tuple[Tensor, Tensor]:
+        """Features and targets of one chunk: a pure function of (seed, index)."""
+        size = self._size(index)
+        generator = torch.Generator().manual_seed(self._chunk_seed(index))
+        features, targets = torch.empty(size, len(self.true_w)), torch.empty(size)
+        if get_worker_info() is not None:  # made in shared memory: handing it over copies nothing
+            features.share_memory_(), targets.share_memory_()
+        torch.randn(size, len(self.true_w), generator=generator, out=features)
+        torch.randn(size, generator=generator, out=targets)
+        return features, torch.addmv(targets.mul_(self.noise_std).add_(self.true_b), features, self.true_w, out=targets)
+
+    def batch_order(self, index: int, size: int) -> Tensor | None:
+        """The order of a chunk's examples in this epoch (None: as generated)."""
+        if not self.shuffle:
+            return None
+        seed = (self._chunk_seed(index) * 0x85EBCA6B + self.epoch + 1) & 0xFFFFFFFF
+        return torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+
+    def _chunk_seed(self, index: int) -> int:
+        # torch's CPU generator keeps 32 bits of a seed: within one `seed`, distinct chunks get distinct
+        # seeds (index plus a constant, modulo 2**32); the odd multiplier spreads different `seed`s apart
+        return (index + self.seed * 0x9E3779B1) & 0xFFFFFFFF
+
+    def process_chunks(self) -> list[int]:
+        """This process's chunks for the current epoch."""
+        order = torch.tensor(self.chunks)
+        if self.shuffle:
+            order = order[torch.randperm(len(order), generator=torch.Generator().manual_seed(self.seed + self.epoch))]
+        if self.num_replicas > 1:
+            if self.even_shards:
+                padded = math.ceil(len(order) / self.num_replicas) * self.num_replicas
+                order = order.repeat(math.ceil(padded / len(order)))[:padded]
+            order = order[self.rank :: self.num_replicas]
+        return order.tolist()
+
+    def num_batches(self) -> int:
+        return sum(math.ceil(self._size(c) / self.batch_size) for c in self.process_chunks())
+
+    def _size(self, index: int) -> int:
+        return self.last_chunk_size if index == self.chunks[-1] else self.chunk_size
+
+    def __iter__(self) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """Whole chunks, `(index, features, targets)`, of this process (and worker)."""
+        worker = get_worker_info()
+        mine = self.process_chunks()
+        if worker is not None:  # each worker of this process takes every num_workers-th chunk
+            mine = mine[worker.id :: worker.num_workers]
+        for index in mine:
+            yield (index, *self.chunk(index))
+
+    def batches(self, chunks: Iterator[tuple[int, Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+        """Batches of the given chunks, each gathered with one index operation (or sliced, in order)."""
+        size = self.batch_size
+        for index, features, targets in chunks:
+            order = self.batch_order(index, len(features))
+            if order is not None:
+                order = order.to(features.device)
+            for start in range(0, len(features), size):
+                if order is None:
+                    yield features[start : start + size], targets[start : start + size]
+                else:
+                    rows = order[start : start + size]
+                    yield features[rows], targets[rows]
+
+
+class StreamingLoader:
+    """Batches of `SyntheticChunks`, with chunks generated ahead by background threads.
+
+    Threads, not worker processes: torch releases the GIL while it generates, so `num_workers` threads
+    draw chunks while the training thread trains, with no inter-process copies or shared memory.
+    Thread k generates chunks k, k + num_workers, ... of this process's share, and the chunks are
+    consumed in their fixed order, so a run is reproducible whatever the timing. Lightning calls
+    `loader.sampler.set_epoch(epoch)` before each epoch, as for a DataLoader.
+
+    Args:
+        chunks: the chunks of one split for this process.
+        num_workers: generating threads; 0 generates in the training thread (no overlap).
+        device: where batches are gathered: each chunk is copied to a GPU once, whole, not batch by batch.
+    """
+
+    batch_sampler = None  # Lightning inspects it next to `sampler`, as on a DataLoader
+    chunks_ahead = 2  # per thread: generation stays ahead of training, memory stays a few chunks
+
+    def __init__(self, chunks: SyntheticChunks, num_workers: int, device: torch.device | None = None) -> None:
+        self.chunks = chunks
+        self.sampler = chunks
+        self.num_workers = num_workers
+        self.device = device if device is not None and device.type == "cuda" else None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __len__(self) -> int:
+        return self.chunks.num_batches()
+
+    def close(self) -> None:
+        """Stop and join the generating threads of an iteration that was left unfinished."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # An iteration left unfinished (e.g. Lightning's two sanity-check batches) stops here at the
+        # latest, and `close()` at teardown: no thread outlives the run or generates for nothing.
+        self.close()
+        order = self.chunks.process_chunks()
+        made = self._generate_ahead(order) if self.num_workers else ((i, *self.chunks.chunk(i)) for i in order)
+        if self.device is not None:
+            made = (
+                (index, features.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True))
+                for index, features, targets in made
+            )
+        return self.chunks.batches(made)
+
+    def _generate_ahead(self, order: list[int]) -> Iterator[tuple[int, Tensor, Tensor]]:
+        workers = self.num_workers
+        queues = [queue.Queue(maxsize=self.chunks_ahead) for _ in range(workers)]
+        stop = self._stop = threading.Event()
+
+        def produce(k: int) -> None:
+            try:
+                for index in order[k::workers]:
+                    item = (index, *self.chunks.chunk(index))
+                    while not stop.is_set():  # a full queue: wait, unless the epoch was abandoned
+                        try:
+                            queues[k].put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as error:  # surfaces in the training thread
+                queues[k].put(error)
+
+        self._threads = [threading.Thread(target=produce, args=(k,), daemon=True) for k in range(workers)]
+        for thread in self._threads:
+            thread.start()
+        try:
+            for position in range(len(order)):
+                item = queues[position % workers].get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:  # also when training stops mid-epoch
+            stop.set()
