@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from linreg_pl.data import SyntheticRegressionDataModule
 from linreg_pl.streaming import StreamingLoader, SyntheticChunks
 
