@@ -217,6 +217,14 @@ def _accepted_options(class_path: str, unknown: str) -> str:
     return f"{hint} Accepted: {', '.join(options)}"
 
 
+def _close_process_group() -> None:
+    # Lightning leaves the DDP process group open after `fit`/`test`; left to interpreter exit, gloo's
+    # threads may be torn down mid-flight (std::terminate, exit status 134). Close it while all are here.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def main(args: list[str] | None = None) -> LinearRegressionCLI | None:
     """Run the CLI on `args` (default: the command line). Returns the CLI object when it finishes."""
     argv = sys.argv[1:] if args is None else args
@@ -235,14 +243,19 @@ def main(args: list[str] | None = None) -> LinearRegressionCLI | None:
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
     LinearRegressionCLI.started = False
     try:
-        return build_cli(args)
+        cli = build_cli(args)
+        _close_process_group()
+        return cli
     except (ArgumentError, ConfigError, DivergenceError, ValueError, MisconfigurationException) as error:
         # Before the subcommand starts, every error is about what the user gave. After it, only ours
         # are: anything else is a bug and keeps its traceback.
         user_error = not LinearRegressionCLI.started or isinstance(error, (ConfigError, DivergenceError))
         if debug or not user_error:
             raise
-        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
+        message = one_line(error)
+        if "No supported gpu backend found" in message:
+            message = "trainer.accelerator: a GPU was asked for but this machine has none usable; use cpu or auto"
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         raise SystemExit(1 if isinstance(error, DivergenceError) else 2) from None
     except SIGTERMException:
         # Lightning stopped at the next batch and InterruptCheckpoint saved; exit as a terminated process does

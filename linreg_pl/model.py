@@ -47,8 +47,9 @@ class LinearRegression(LightningModule):
             raise ConfigError(f"LinearRegression: num_inputs must be an integer >= 1, got {num_inputs!r}")
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.net = nn.Linear(self.hparams.num_inputs, 1)
-        nn.init.normal_(self.net.weight, mean=0.0, std=self.hparams.init_std)
+        # the arguments themselves, not self.hparams: a subclass with other init arguments saves those
+        self.net = nn.Linear(num_inputs, 1)
+        nn.init.normal_(self.net.weight, mean=0.0, std=init_std)
         nn.init.zeros_(self.net.bias)
         # identity until `set_standardization`; saved with the weights
         self.register_buffer("feature_mean", torch.zeros(num_inputs))
@@ -57,9 +58,10 @@ class LinearRegression(LightningModule):
         self.register_buffer("target_scale", torch.ones(()))
         self._standardized = False
         self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_standardized())
-        # the epoch's training loss, summed on the device without a host sync (see `_shared_step`)
-        self.register_buffer("_train_loss_sum", torch.zeros(()), persistent=False)
-        self._train_examples = {"count": 0}  # mutated in place: no attribute assignment per step
+        # The epoch's training loss, summed on the device without a host sync (see `_shared_step`). Not a
+        # buffer: DDP would overwrite every process's buffers with rank 0's before each step. A dict,
+        # mutated in place, so the hot path assigns no module attribute.
+        self._epoch_train: dict[str, Any] = {"loss_sum": None, "examples": 0}
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -104,8 +106,7 @@ class LinearRegression(LightningModule):
 
     @override
     def on_train_epoch_start(self) -> None:
-        self._train_loss_sum.zero_()
-        self._train_examples["count"] = 0
+        self._epoch_train.update(loss_sum=None, examples=0)
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -113,8 +114,10 @@ class LinearRegression(LightningModule):
         # callbacks' own epoch-end hooks: ParameterReport's epoch line would show the previous epoch.
         if self.trainer.is_last_batch:
             # mean over the epoch's examples; under DDP, the mean of the processes' equal-sized shares
-            mean = self._train_loss_sum / max(self._train_examples["count"], 1)
-            self.log("train/loss", mean, on_step=False, on_epoch=True, sync_dist=True)
+            totals = self._epoch_train
+            if totals["loss_sum"] is not None:
+                mean = totals["loss_sum"] / totals["examples"]
+                self.log("train/loss", mean, on_step=False, on_epoch=True, sync_dist=True)
 
     @override
     def setup(self, stage: str) -> None:
@@ -166,8 +169,11 @@ class LinearRegression(LightningModule):
         if stage == "train":
             # Not `self.log` per step: it costs more than the whole step of a small model (Lightning moves
             # its result buffers to the device on every call), and the epoch mean is what is reported.
-            self._train_loss_sum.add_(loss.detach(), alpha=len(targets))
-            self._train_examples["count"] += len(targets)
+            totals = self._epoch_train
+            if totals["loss_sum"] is None:
+                totals["loss_sum"] = torch.zeros((), device=loss.device)
+            totals["loss_sum"].add_(loss.detach(), alpha=len(targets))
+            totals["examples"] += len(targets)
             return loss
         # An epoch mean weighted by batch size; synced across processes once, at the end of the epoch.
         # The loss is in standardised units when standardising; `mse` is always in the targets' units.

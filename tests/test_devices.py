@@ -1,0 +1,102 @@
+"""Hardware switches through Trainer flags only: precision, accelerator, devices, nodes; GPU tests skip without CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import DEFAULT_CONFIG, ROOT, run_cli
+
+from linreg_pl.cli import build_cli, main
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+TRUE_W = torch.tensor([2.0, -3.4])
+
+
+def max_error(cli) -> float:
+    weight, bias = cli.model.learned_parameters()
+    return max((weight - TRUE_W).abs().max().item(), abs(bias.item() - 4.2))
+
+
+def test_bf16_mixed_precision_on_cpu(isolated):
+    cli = run_cli("fit", "--config", DEFAULT_CONFIG, "--trainer.precision", "bf16-mixed")
+    assert cli.trainer.precision == "bf16-mixed"
+    assert max_error(cli) < 0.01  # weights stay float32; bf16 only for the matmuls
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_gpu_without_one_is_one_line(capsys, isolated):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--trainer.accelerator", "gpu"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "linreg-pl: error: trainer.accelerator: a GPU was asked for but this machine has none usable; use cpu or auto"
+    )
+
+
+def test_ddp_and_several_nodes_are_trainer_flags_only(isolated):
+    cli = build_cli(
+        [
+            "--config",
+            DEFAULT_CONFIG,
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+            "--trainer.num_nodes",
+            "2",
+        ],
+        run=False,
+    )
+    assert cli.trainer.num_nodes == 2 and cli.trainer.num_devices == 2 and cli.trainer.world_size == 4
+    assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
+def test_fit_on_one_gpu_keeps_the_data_on_it(precision, isolated):
+    if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    cli = run_cli(
+        "fit",
+        "--config",
+        DEFAULT_CONFIG,
+        "--config",
+        str(ROOT / "configs" / "gpu.yaml"),
+        "--trainer.precision",
+        precision,
+        quiet=False,
+    )
+    assert cli.datamodule.splits["train"][0].device.type == "cuda"  # moved once, not per batch
+    assert max_error(cli) < 0.01
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_streaming_on_one_gpu(isolated):
+    cli = run_cli(
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "gpu.yaml"),
+        "--data.init_args.streaming",
+        "true",
+        "--data.init_args.num_examples",
+        "20000",
+        "--data.init_args.chunk_size",
+        "2000",
+        "--data.init_args.num_workers",
+        "1",
+        quiet=False,
+    )
+    assert max_error(cli) < 0.01
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_checkpoint_tests_on_cpu(isolated):
+    run_cli("fit", "--config", DEFAULT_CONFIG, "--config", str(ROOT / "configs" / "gpu.yaml"), quiet=False)
+    ckpt = str(isolated / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+    tested = run_cli("test", "--ckpt_path", ckpt)
+    assert tested.trainer.callback_metrics["test/r2"].item() > 0.999

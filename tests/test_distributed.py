@@ -1,0 +1,96 @@
+"""Lightning's DDP on CPU (2 processes, gloo): the same result as one process, disjoint shards, portable checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import DEFAULT_CONFIG, ROOT, run_cli, version_dir
+
+from linreg_pl.data import SyntheticRegressionDataModule
+
+DDP = ["--config", DEFAULT_CONFIG, "--config", str(ROOT / "configs" / "ddp.yaml"), "--trainer.accelerator", "cpu"]
+
+
+def run_ddp(*args: str, cwd) -> str:
+    """`python -m linreg_pl ...` with 2 processes; Lightning launches the second one itself."""
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "linreg_pl", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def metrics(path) -> dict[str, float]:
+    """The last logged value of each metric in a metrics.csv."""
+    values: dict[str, float] = {}
+    for row in csv.DictReader(open(path)):
+        values.update({key: float(value) for key, value in row.items() if value and key not in ("epoch", "step")})
+    return values
+
+
+def test_ddp_trains_the_default_experiment_as_one_process_does(isolated):
+    output = run_ddp("fit", *DDP, cwd=isolated)
+    assert "max |learned - true|" in output
+    ddp = torch.load(version_dir(isolated, 0) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    single = run_cli("fit", "--config", DEFAULT_CONFIG)
+    # 2 processes x batch 5, gradients averaged = one process x batch 10: the same steps
+    assert torch.allclose(ddp["net.weight"], single.model.net.weight, atol=1e-6)
+    assert torch.allclose(ddp["net.bias"], single.model.net.bias, atol=1e-6)
+    assert (ddp["net.weight"][0] - torch.tensor([2.0, -3.4])).abs().max() < 0.01
+    assert abs(ddp["net.bias"].item() - 4.2) < 0.01
+    # epoch metrics are reduced across the processes: the numbers are the global ones
+    ddp_metrics, single_metrics = (
+        metrics(version_dir(isolated, 0) / "metrics.csv"),
+        metrics(version_dir(isolated, 1) / "metrics.csv"),
+    )
+    for name in ("train/loss", "val/loss", "val/mse", "val/mae", "val/r2"):
+        assert ddp_metrics[name] == pytest.approx(single_metrics[name], rel=1e-4), name
+
+    # a DDP checkpoint tests in one process, and a one-process checkpoint tests under DDP
+    ddp_ckpt, single_ckpt = (str(version_dir(isolated, v) / "checkpoints" / "last.ckpt") for v in (0, 1))
+    tested = run_cli("test", "--ckpt_path", ddp_ckpt)
+    run_ddp("test", *DDP, "--ckpt_path", single_ckpt, cwd=isolated)
+    ddp_tested = metrics(version_dir(isolated, 3) / "metrics.csv")
+    assert ddp_tested["test/mse"] == pytest.approx(tested.trainer.callback_metrics["test/mse"].item(), rel=1e-4)
+
+
+def test_ddp_shards_are_disjoint_and_cover_the_data(isolated):
+    # 1001 examples: 801 to train, which 2 processes cannot split evenly, so one row is padded in
+    run_ddp(
+        "fit",
+        *DDP,
+        "--model",
+        "ddp_probe.ShardProbe",
+        "--data",
+        "ddp_probe.RowsDataModule",
+        "--data.num_examples",
+        "1001",
+        "--trainer.max_epochs",
+        "1",
+        cwd=isolated,
+    )
+    seen = [json.loads((isolated / f"rows-{rank}.json").read_text()) for rank in (0, 1)]
+    splits = SyntheticRegressionDataModule(num_examples=1001)
+    splits.setup("fit")
+    train_rows, val_rows = splits.splits["train"][2].tolist(), splits.splits["val"][2].tolist()
+
+    trained = seen[0]["train"] + seen[1]["train"]
+    assert len(seen[0]["train"]) == len(seen[1]["train"]) == 401  # equal step counts
+    assert set(trained) == set(train_rows)
+    assert len(trained) - len(set(trained)) == 1  # the one padded row, as DistributedSampler pads
+    assert not set(seen[0]["train"]) & set(seen[1]["train"]) - {r for r in trained if trained.count(r) > 1}
+
+    validated = seen[0]["val"] + seen[1]["val"]  # evaluation: no padding, nothing repeated
+    assert sorted(validated) == sorted(val_rows)
