@@ -62,7 +62,8 @@ class ParameterReport(Callback):
         self._restart_clock()
 
     def _restart_clock(self) -> None:
-        self._start, self._examples, self._seconds = time.perf_counter(), 0, 0.0
+        self._start = self._last_batch_end = time.perf_counter()
+        self._examples = 0
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -76,13 +77,14 @@ class ParameterReport(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        # training time only, up to the last batch, without the validation that follows
         self._examples += len(batch[0])
-        if trainer.is_last_batch:  # training time only, without the validation that follows
-            self._seconds = time.perf_counter() - self._start
+        self._last_batch_end = time.perf_counter()
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        rate = self._examples * trainer.world_size / self._seconds if self._seconds else 0.0
+        seconds = self._last_batch_end - self._start
+        rate = self._examples * trainer.world_size / seconds if seconds > 0 else 0.0
         self.rates.append(rate)
         if trainer.is_global_zero:
             metrics = trainer.callback_metrics

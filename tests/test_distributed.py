@@ -94,3 +94,23 @@ def test_ddp_shards_are_disjoint_and_cover_the_data(isolated):
 
     validated = seen[0]["val"] + seen[1]["val"]  # evaluation: no padding, nothing repeated
     assert sorted(validated) == sorted(val_rows)
+
+
+@pytest.mark.slow
+def test_ddp_streaming_trains_the_experiment(isolated):
+    run_ddp(
+        "fit",
+        *DDP,
+        "--data.init_args.streaming",
+        "true",
+        "--data.init_args.num_examples",
+        "40000",
+        "--data.init_args.chunk_size",
+        "2000",
+        "--data.init_args.num_workers",
+        "1",
+        cwd=isolated,
+    )
+    state = torch.load(version_dir(isolated, 0) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert (state["net.weight"][0] - torch.tensor([2.0, -3.4])).abs().max() < 0.01
+    assert abs(state["net.bias"].item() - 4.2) < 0.01
