@@ -120,14 +120,6 @@ class LinearRegression(LightningModule):
                 self.log("train/loss", mean, on_step=False, on_epoch=True, sync_dist=True)
 
     @override
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # In-memory batches already live on the training device (the data module put them there once):
-        # skip Lightning's walk through the batch structure, which costs more than a small model's step.
-        if isinstance(batch, tuple) and all(isinstance(t, Tensor) and t.device == device for t in batch):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    @override
     def setup(self, stage: str) -> None:
         # A data module that standardises (file data) hands its training-split statistics over here.
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
