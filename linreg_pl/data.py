@@ -14,7 +14,6 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
-
 from typing import Any
 
 import torch
@@ -280,6 +279,12 @@ class SyntheticRegressionDataModule(RegressionDataModule):
                     f"a smaller chunk_size, or {field}_fraction 0"
                 )
         train_end = total - num_val - num_test
+        if train_end == total and num_examples % self.chunk_size:
+            # a short chunk in training would give processes unequal step counts under DDP
+            raise ConfigError(
+                f"{name}: when streaming without val/test splits, num_examples must be a multiple of "
+                f"chunk_size ({self.chunk_size}), got {num_examples}"
+            )
         return {
             "train": range(train_end),
             "val": range(train_end, train_end + num_val),

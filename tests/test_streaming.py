@@ -97,3 +97,12 @@ def test_streaming_fit_recovers_the_parameters(isolated):
     )
     weight, bias = cli.model.learned_parameters()
     assert (weight - torch.tensor([2.0, -3.4])).abs().max() < 0.01 and abs(bias.item() - 4.2) < 0.01
+
+
+def test_a_short_training_chunk_without_val_or_test_is_refused():
+    from linreg_pl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_examples must be a multiple of chunk_size \\(100\\), got 1050"):
+        SyntheticRegressionDataModule(
+            num_examples=1050, chunk_size=100, streaming=True, val_fraction=0, test_fraction=0
+        )
