@@ -11,6 +11,17 @@ from linreg_pl.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = str(ROOT / "configs" / "default.yaml")
 # after the test's own arguments, so a config file cannot turn the GPU or the summary back on
+# the default experiment, streamed: 20,000 examples in chunks of 2,000, one generating thread
+SMALL_STREAM = [
+    "--data.init_args.streaming",
+    "true",
+    "--data.init_args.num_examples",
+    "20000",
+    "--data.init_args.chunk_size",
+    "2000",
+    "--data.init_args.num_workers",
+    "1",
+]
 QUIET = ["--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT, run_cli
+from conftest import DEFAULT_CONFIG, ROOT, SMALL_STREAM, run_cli
 
 from linreg_pl.cli import build_cli, main
 
@@ -80,14 +80,7 @@ def test_streaming_on_one_gpu(isolated):
         "fit",
         "--config",
         str(ROOT / "configs" / "gpu.yaml"),
-        "--data.init_args.streaming",
-        "true",
-        "--data.init_args.num_examples",
-        "20000",
-        "--data.init_args.chunk_size",
-        "2000",
-        "--data.init_args.num_workers",
-        "1",
+        *SMALL_STREAM,
         quiet=False,
     )
     assert max_error(cli) < 0.01

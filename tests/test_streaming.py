@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import SMALL_STREAM, run_cli
 
 from linreg_pl.data import SyntheticRegressionDataModule
 from linreg_pl.streaming import StreamingLoader, SyntheticChunks
@@ -86,14 +86,7 @@ def test_splits_fall_on_chunk_boundaries_and_the_short_chunk_is_last():
 def test_streaming_fit_recovers_the_parameters(isolated):
     cli = run_cli(
         "fit",
-        "--data.init_args.streaming",
-        "true",
-        "--data.init_args.num_examples",
-        "20000",
-        "--data.init_args.chunk_size",
-        "2000",
-        "--data.init_args.num_workers",
-        "1",
+        *SMALL_STREAM,
     )
     weight, bias = cli.model.learned_parameters()
     assert (weight - torch.tensor([2.0, -3.4])).abs().max() < 0.01 and abs(bias.item() - 4.2) < 0.01
