@@ -300,6 +300,6 @@ class PredictionWriter(BasePredictionWriter):
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["row", "prediction"])
-            writer.writerows(zip(rows[order].tolist(), predictions[order].tolist(), strict=False))
+            writer.writerows(zip(rows[order].tolist(), predictions[order].tolist(), strict=True))
         self.written = str(path)
         print(f"wrote {len(rows)} predictions to {path}", flush=True)

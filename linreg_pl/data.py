@@ -115,7 +115,7 @@ class RegressionDataModule(LightningDataModule):
             num_train, num_val, _ = self.split_sizes(len(features))
             order = torch.randperm(len(features), generator=torch.Generator().manual_seed(self.seed))
             parts = torch.split(order, [num_train, num_val, len(features) - num_train - num_val])
-            for split, rows in zip(("train", "val", "test"), parts, strict=False):
+            for split, rows in zip(("train", "val", "test"), parts, strict=True):
                 # rows stay sorted so that a split keeps the input order (predictions come out in it)
                 rows = rows.sort().values
                 self.splits[split] = (features[rows].to(device), targets[rows].to(device), rows.to(device))
@@ -487,9 +487,9 @@ def _read_csv(file: Path) -> dict[str, Tensor]:
                 continue
             if len(row) != len(header):
                 raise ConfigError(f"{file}: line {line} has {len(row)} cells, the header has {len(header)}")
-            for name, column, cell in zip(header, values, row, strict=False):
+            for name, column, cell in zip(header, values, row, strict=True):
                 try:
                     column.append(float(cell))
                 except ValueError:
                     raise ConfigError(f"{file}: line {line}, column {name!r}: {cell!r} is not a number") from None
-    return {name: torch.tensor(column, dtype=torch.float32) for name, column in zip(header, values, strict=False)}
+    return {name: torch.tensor(column, dtype=torch.float32) for name, column in zip(header, values, strict=True)}

@@ -122,7 +122,7 @@ class LinearRegression(LightningModule):
     @override
     def setup(self, stage: str) -> None:
         # A data module that standardises (file data) hands its training-split statistics over here.
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(self.trainer, "datamodule", None)
         statistics = getattr(datamodule, "standardization", None)
         if stage == "fit" and statistics is not None:
             self.set_standardization(**statistics)
