@@ -1,4 +1,4 @@
-"""Synthetic data larger than memory: examples generated chunk by chunk, on demand, in worker processes.
+"""Synthetic data larger than memory: examples generated chunk by chunk, on demand, by background threads.
 
     python -m linreg_pl fit --data.init_args.streaming true --data.init_args.num_examples 50000000 \\
         --data.init_args.num_inputs 100 --data.init_args.true_w null --data.init_args.batch_size 4096 \\
@@ -24,11 +24,10 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import IterableDataset, get_worker_info
 
 
-class SyntheticChunks(IterableDataset):
-    """Batches of `y = X·true_w + true_b + noise` for a range of chunks, for one process.
+class SyntheticChunks:
+    """The chunks of `y = X·true_w + true_b + noise` in one split, and this process's share of them.
 
     Args:
         true_w: the true weights [num_inputs].
@@ -74,12 +73,9 @@ class SyntheticChunks(IterableDataset):
         """Features and targets of one chunk: a pure function of (seed, index)."""
         size = self._size(index)
         generator = torch.Generator().manual_seed(self._chunk_seed(index))
-        features, targets = torch.empty(size, len(self.true_w)), torch.empty(size)
-        if get_worker_info() is not None:  # made in shared memory: handing it over copies nothing
-            features.share_memory_(), targets.share_memory_()
-        torch.randn(size, len(self.true_w), generator=generator, out=features)
-        torch.randn(size, generator=generator, out=targets)
-        return features, torch.addmv(targets.mul_(self.noise_std).add_(self.true_b), features, self.true_w, out=targets)
+        features = torch.randn(size, len(self.true_w), generator=generator)
+        noise = torch.randn(size, generator=generator)
+        return features, noise.mul_(self.noise_std).add_(self.true_b).addmv_(features, self.true_w)
 
     def batch_order(self, index: int, size: int) -> Tensor | None:
         """The order of a chunk's examples in this epoch (None: as generated)."""
@@ -110,15 +106,6 @@ class SyntheticChunks(IterableDataset):
 
     def _size(self, index: int) -> int:
         return self.last_chunk_size if index == self.chunks[-1] else self.chunk_size
-
-    def __iter__(self) -> Iterator[tuple[int, Tensor, Tensor]]:
-        """Whole chunks, `(index, features, targets)`, of this process (and worker)."""
-        worker = get_worker_info()
-        mine = self.process_chunks()
-        if worker is not None:  # each worker of this process takes every num_workers-th chunk
-            mine = mine[worker.id :: worker.num_workers]
-        for index in mine:
-            yield (index, *self.chunk(index))
 
     def batches(self, chunks: Iterator[tuple[int, Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
         """Batches of the given chunks, each gathered with one index operation (or sliced, in order)."""
