@@ -322,7 +322,9 @@ def streaming_section(device: str, examples: int) -> list[str]:
         rate_memory = _reported_rate(output_memory)
     lines.append("| path | examples x features | peak memory (process tree, PSS) | training samples/s |")
     lines.append("|---|---|---|---|")
-    lines.append(f"| streaming, 1 generating thread | {examples:,} x 100 | {peak / 2**30:.2f} GiB | {rate / 1e6:.2f} M/s |")
+    lines.append(
+        f"| streaming, 1 generating thread | {examples:,} x 100 | {peak / 2**30:.2f} GiB | {rate / 1e6:.2f} M/s |"
+    )
     lines.append(f"| in memory | 1,111,112 x 100 | {peak_memory_path / 2**30:.2f} GiB | {rate_memory / 1e6:.2f} M/s |")
     lines.append("")
     lines.append(f"streaming / in-memory samples/s: {rate / rate_memory:.2f}x; streaming wall time {wall:.0f} s")

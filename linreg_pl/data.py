@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,13 @@ class RegressionDataModule(LightningDataModule):
             return trainer.strategy.root_device
         return torch.device("cpu")
 
-    def _loader(self, tensors: Split, shuffle: bool, even_shards: bool) -> TensorBatchLoader:
+    def _loader(self, split: str, shuffle: bool, even_shards: bool) -> Iterable:
+        """The batches of one split; predict batches are (features, row numbers), the others
+        (features, targets)."""
+        tensors = self.splits[split] if split == "predict" else self.splits[split][:2]
+        return self._tensor_loader(tensors, shuffle, even_shards)
+
+    def _tensor_loader(self, tensors: Split, shuffle: bool, even_shards: bool) -> TensorBatchLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = BatchIndexSampler(
@@ -160,21 +166,21 @@ class RegressionDataModule(LightningDataModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     @override
-    def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.splits["train"][:2], shuffle=True, even_shards=True)
+    def train_dataloader(self) -> Iterable:
+        return self._loader("train", shuffle=True, even_shards=True)
 
     @override
-    def val_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.splits["val"][:2], shuffle=False, even_shards=False)
+    def val_dataloader(self) -> Iterable:
+        return self._loader("val", shuffle=False, even_shards=False)
 
     @override
-    def test_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.splits["test"][:2], shuffle=False, even_shards=False)
+    def test_dataloader(self) -> Iterable:
+        return self._loader("test", shuffle=False, even_shards=False)
 
     @override
-    def predict_dataloader(self) -> TensorBatchLoader:
-        # batches are (features, row numbers): the prediction writer puts rows back in input order
-        return self._loader(self.splits["predict"], shuffle=False, even_shards=False)
+    def predict_dataloader(self) -> Iterable:
+        # batches carry row numbers: the prediction writer puts rows back in input order
+        return self._loader("predict", shuffle=False, even_shards=False)
 
 
 def standardization_of(features: Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -330,28 +336,12 @@ class SyntheticRegressionDataModule(RegressionDataModule):
         self._streaming_loaders.clear()
 
     @override
-    def train_dataloader(self):
-        if self.streaming:
-            return self._streaming_loader("train", shuffle=True, even_shards=True)
-        return super().train_dataloader()
-
-    @override
-    def val_dataloader(self):
-        if self.streaming:
-            return self._streaming_loader("val", shuffle=False, even_shards=False)
-        return super().val_dataloader()
-
-    @override
-    def test_dataloader(self):
-        if self.streaming:
-            return self._streaming_loader("test", shuffle=False, even_shards=False)
-        return super().test_dataloader()
-
-    @override
-    def predict_dataloader(self):
-        if self.streaming:
+    def _loader(self, split: str, shuffle: bool, even_shards: bool) -> Iterable:
+        if not self.streaming:
+            return super()._loader(split, shuffle, even_shards)
+        if split == "predict":
             raise ConfigError("SyntheticRegressionDataModule: predict needs data in memory; set streaming: false")
-        return super().predict_dataloader()
+        return self._streaming_loader(split, shuffle, even_shards)
 
     @override
     def load_tensors(self) -> tuple[Tensor, Tensor]:

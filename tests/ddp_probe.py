@@ -12,10 +12,10 @@ class RowsDataModule(SyntheticRegressionDataModule):
     """The synthetic data with each batch's row numbers as a third tensor."""
 
     def train_dataloader(self):
-        return self._loader(self.splits["train"], shuffle=True, even_shards=True)
+        return self._tensor_loader(self.splits["train"], shuffle=True, even_shards=True)
 
     def val_dataloader(self):
-        return self._loader(self.splits["val"], shuffle=False, even_shards=False)
+        return self._tensor_loader(self.splits["val"], shuffle=False, even_shards=False)
 
 
 class ShardProbe(LinearRegression):
