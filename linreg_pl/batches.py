@@ -16,6 +16,21 @@ import torch
 from torch import Tensor
 
 
+def shard(order: Tensor, rank: int, num_replicas: int, even: bool) -> Tensor:
+    """This process's strided share of `order` (example or chunk indices).
+
+    With `even`, the order is first padded by wrapping around so every process gets the same number
+    of items (DDP training needs equal step counts; `DistributedSampler` pads the same way); without
+    it, shares differ by at most one item and nothing repeats (evaluation).
+    """
+    if num_replicas == 1:
+        return order
+    if even:
+        padded = math.ceil(len(order) / num_replicas) * num_replicas
+        order = order.repeat(math.ceil(padded / len(order)))[:padded]
+    return order[rank::num_replicas]
+
+
 class BatchIndexSampler:
     """Index tensors (or slices) of one epoch's batches for one process.
 
@@ -26,9 +41,7 @@ class BatchIndexSampler:
         seed: base seed of the permutations.
         rank: this process's rank among `num_replicas`.
         num_replicas: how many processes share the samples; each gets a disjoint strided share.
-        even_shards: pad the permutation by wrapping around so every process gets the same number of
-            samples (training under DDP needs equal step counts; `DistributedSampler` pads the same way).
-            Without it, shards differ by at most one sample and nothing is repeated (evaluation).
+        even_shards: give every process the same number of samples (see `shard`).
         device: where the index tensors live (the device of the data).
     """
 
@@ -73,11 +86,7 @@ class BatchIndexSampler:
             order = torch.randperm(self.num_samples, generator=generator)
         else:
             order = torch.arange(self.num_samples)
-        if self.num_replicas > 1:
-            if self.even_shards:
-                padded = self.shard_size() * self.num_replicas
-                order = order.repeat(math.ceil(padded / self.num_samples))[:padded]
-            order = order[self.rank :: self.num_replicas]
+        order = shard(order, self.rank, self.num_replicas, self.even_shards)
         return order.to(self.device) if self.device is not None else order
 
     def __iter__(self) -> Iterator[Tensor | slice]:
@@ -93,14 +102,16 @@ class TensorBatchLoader:
     """Iterates `tuple(t[index] for t in tensors)` for each index the sampler yields.
 
     Lightning accepts any iterable with `__len__` as a dataloader and leaves it as it is (no sampler
-    injection, no worker checks), so sharding is the sampler's job.
+    injection, no worker checks), so sharding is the sampler's job. Like a `DataLoader`, it has a
+    `sampler` with `set_epoch`, and like a stateful loader a `state_dict`, which Lightning saves in
+    checkpoints.
 
     Args:
         tensors: tensors of equal first dimension, e.g. `(features, targets)`.
         sampler: the batch indices; Lightning finds it as `loader.sampler` to set the epoch.
     """
 
-    batch_sampler = None  # Lightning inspects it next to `sampler`, as on a DataLoader
+    batch_sampler = None  # Lightning reads it wherever a loader has a `sampler`, as a DataLoader does
 
     def __init__(self, tensors: Sequence[Tensor], sampler: BatchIndexSampler) -> None:
         self.tensors = tuple(tensors)

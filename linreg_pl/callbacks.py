@@ -3,7 +3,7 @@
     python -m linreg_pl fit --config configs/default.yaml      # ParameterReport prints the table
     python -m linreg_pl predict --config configs/default.yaml --ckpt_path .../last.ckpt
 
-`configs/default.yaml` lists them under `trainer.callbacks`; they are also the code defaults.
+`configs/default.yaml` lists them under `trainer.callbacks`.
 """
 
 from __future__ import annotations
@@ -17,27 +17,12 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torchmetrics.functional import mean_squared_error, r2_score
 from typing_extensions import override
 
-
-class ModelCheckpoint(LightningModelCheckpoint):
-    """Lightning's `ModelCheckpoint`, same arguments, with its `state_key` computed once.
-
-    Lightning names the callback by `state_key` on every hook call (about 8 a step); the stock
-    property rebuilds and formats a dict of the checkpoint's settings each time, which never change.
-    """
-
-    @property
-    @override
-    def state_key(self) -> str:
-        key = self.__dict__.get("_cached_state_key")
-        if key is None:
-            key = self.__dict__["_cached_state_key"] = super().state_key
-        return key
+from linreg_pl.closed_form import least_squares
 
 
 class DivergenceError(RuntimeError):
@@ -50,6 +35,10 @@ class ParameterReport(Callback):
 
     The closed-form answer is the least-squares solution on the training split: the best any linear
     model can do there, so it is the yardstick for what SGD reached.
+
+    What it reads: the model's `learned_parameters()` (weight and bias in raw units; without it only the
+    epoch lines are printed), and of the data module, when it has them, `true_w`/`true_b` (synthetic
+    data) and `splits` (`RegressionDataModule`'s in-memory splits, for the closed form and the scores).
 
     Args:
         max_rows: parameters listed one per row at most; above it only the largest errors are listed.
@@ -64,6 +53,7 @@ class ParameterReport(Callback):
     def _restart_clock(self) -> None:
         self._start = self._last_batch_end = time.perf_counter()
         self._examples = 0
+        self._finished_epoch: int | None = None
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -71,6 +61,7 @@ class ParameterReport(Callback):
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._print_finished_epoch(trainer)
         self._restart_clock()
 
     @override
@@ -84,13 +75,23 @@ class ParameterReport(Callback):
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         seconds = self._last_batch_end - self._start
-        rate = self._examples * trainer.world_size / seconds if seconds > 0 else 0.0
-        self.rates.append(rate)
-        if trainer.is_global_zero:
-            metrics = trainer.callback_metrics
-            parts = [f"{name} {float(metrics[name]):.6g}" for name in ("train/loss", "val/loss") if name in metrics]
-            parts.append(f"{rate:,.0f} samples/s")
-            print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts), flush=True)
+        self.rates.append(self._examples * trainer.world_size / seconds if seconds > 0 else 0.0)
+        self._finished_epoch = trainer.current_epoch
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._print_finished_epoch(trainer)
+
+    def _print_finished_epoch(self, trainer: Trainer) -> None:
+        # Printed once the epoch is wholly over: callbacks' `on_train_epoch_end` runs before the model's,
+        # where the epoch's training loss is logged.
+        if self._finished_epoch is None or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        parts = [f"{name} {float(metrics[name]):.6g}" for name in ("train/loss", "val/loss") if name in metrics]
+        parts.append(f"{self.rates[-1]:,.0f} samples/s")
+        print(f"epoch {self._finished_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts), flush=True)
+        self._finished_epoch = None
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -144,24 +145,6 @@ class ParameterReport(Callback):
             for name, (mse, r2) in self.result["scores"].items():
                 lines.append(f"{name:<20}{mse:>12.4e}{r2:>12.6f}")
         return "\n".join(lines)
-
-
-def least_squares(features: Tensor, targets: Tensor, rows_at_once: int = 65536) -> tuple[Tensor, Tensor]:
-    """The exact least-squares weight and bias for `targets ≈ features·w + b`, in float64.
-
-    Solves the normal equations, accumulated over blocks of rows: memory stays at one block however
-    many examples there are, and float64 keeps the squared condition number harmless for a report.
-    """
-    num_inputs = features.shape[1]
-    gram = torch.zeros(num_inputs + 1, num_inputs + 1, dtype=torch.float64)
-    moment = torch.zeros(num_inputs + 1, dtype=torch.float64)
-    for start in range(0, len(features), rows_at_once):
-        block = features[start : start + rows_at_once].double()
-        design = torch.cat([block, torch.ones(len(block), 1, dtype=torch.float64)], dim=1)
-        gram += design.T @ design
-        moment += design.T @ targets[start : start + rows_at_once].double()
-    solution = torch.linalg.lstsq(gram, moment.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
-    return solution[:-1], solution[-1]
 
 
 def _scores(predictions: Tensor, targets: Tensor) -> tuple[float, float]:
@@ -279,9 +262,10 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        rows = batch[1] if len(batch) > 1 else torch.arange(len(prediction)) + batch_idx * len(prediction)
+        # Lightning's batch indices for a `DataLoader`; this project's predict batches carry row numbers
+        rows = torch.as_tensor(batch_indices) if batch_indices else batch[1]
         self._rows.append(rows.detach().cpu())
-        self._predictions.append(prediction.detach().float().cpu())
+        self._predictions.append(prediction.detach().float().cpu().reshape(len(rows)))
 
     @override
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -1,20 +1,20 @@
-"""Data modules: synthetic linear-regression data and tables read from files, split and batched.
+"""Data modules: synthetic linear-regression data and tables read from files, held in memory.
 
     python -m linreg_pl fit --config configs/default.yaml
-    python -m linreg_pl fit --config configs/csv.yaml
+    python -m linreg_pl fit --config configs/csv.yaml --data.path my_table.csv --data.target price
 
-Both keep every split in memory (on the training device when it is a GPU) and batch it through
-`linreg_pl.batches`, which gathers a whole batch with one index operation. `num_examples` is the total;
-`val_fraction` and `test_fraction` are shares of it held out, chosen by a seeded permutation.
+`RegressionDataModule` splits whatever `load_tensors()` returns into train/val/test (shares of the
+examples chosen by a seeded permutation) and batches each split through `linreg_pl.batches`, which
+gathers a whole batch with one index operation. Synthetic data larger than memory stream from
+`linreg_pl.streaming.SyntheticStreamDataModule`.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -22,16 +22,76 @@ from torch import Tensor
 from typing_extensions import override
 
 from linreg_pl.batches import BatchIndexSampler, TensorBatchLoader
+from linreg_pl.closed_form import NormalEquations
 from linreg_pl.errors import ConfigError
-from linreg_pl.streaming import StreamingLoader, SyntheticChunks
 
 Split = tuple[Tensor, ...]
+
+
+def check_split_arguments(owner: str, batch_size: int, val_fraction: float, test_fraction: float) -> None:
+    """The checks every data module makes of its batch size and held-out fractions."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"{owner}: batch_size must be an integer >= 1, got {batch_size!r}")
+    for field, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+            raise ConfigError(f"{owner}: {field} must be in [0, 1), got {value!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError(
+            f"{owner}: val_fraction + test_fraction must be < 1 to leave training data, "
+            f"got {val_fraction} + {test_fraction}"
+        )
+
+
+def split_sizes(
+    owner: str, total: int, val_fraction: float, test_fraction: float, min_train: int, unit: str, remedy: str
+) -> tuple[int, int, int]:
+    """(train, val, test) counts of `total` units (examples, or chunks when streaming).
+
+    Training keeps at least `min_train` units; a split whose fraction is > 0 gets at least one.
+    `remedy` names what the user can change to get more units.
+    """
+    num_val, num_test = round(total * val_fraction), round(total * test_fraction)
+    num_train = total - num_val - num_test
+    if num_train < min_train:
+        raise ConfigError(
+            f"{owner}: {total} {unit} leave {num_train} for training after the val/test splits, "
+            f"fewer than {min_train}; {remedy}"
+        )
+    for field, fraction, size in (("val", val_fraction, num_val), ("test", test_fraction, num_test)):
+        if fraction > 0 and size == 0:
+            raise ConfigError(
+                f"{owner}: {field}_fraction {fraction} of {total} {unit} is none; {remedy}, "
+                f"a larger {field}_fraction, or 0 to have no {field} split"
+            )
+    return num_train, num_val, num_test
+
+
+def synthetic_truth(
+    owner: str, num_inputs: int, true_w: Sequence[float] | None, true_b: float, noise_std: float, seed: int
+) -> Tensor:
+    """Checks the arguments of synthetic data and returns the true weight (drawn from `seed` if None)."""
+    if not isinstance(num_inputs, int) or num_inputs < 1:
+        raise ConfigError(f"{owner}: num_inputs must be an integer >= 1, got {num_inputs!r}")
+    if true_w is not None and len(true_w) != num_inputs:
+        raise ConfigError(
+            f"{owner}: true_w has {len(true_w)} values but num_inputs is {num_inputs}; "
+            f"give {num_inputs} values, or true_w: null to draw them from the seed"
+        )
+    if not math.isfinite(true_b):
+        raise ConfigError(f"{owner}: true_b must be a finite number, got {true_b!r}")
+    if not (math.isfinite(noise_std) and noise_std >= 0):
+        raise ConfigError(f"{owner}: noise_std must be a finite number >= 0, got {noise_std!r}")
+    if true_w is None:  # a stream of its own, apart from the one that draws the examples
+        return torch.randn(num_inputs, generator=torch.Generator().manual_seed(seed + 1))
+    return torch.tensor(true_w, dtype=torch.float32)
 
 
 class RegressionDataModule(LightningDataModule):
     """Splits `(features, targets)` from `load_tensors()` into train/val/test and serves fast batches.
 
-    Subclasses implement `load_tensors` (and may set `true_w`/`true_b` when the truth is known).
+    Subclasses implement `load_tensors` (and may set `true_w`/`true_b` when the truth is known, for
+    the end-of-fit report). `splits` maps each split to `(features, targets, row numbers)`, rows in
+    input order; it is filled on first use, on the CPU, and moved to the training device in `setup`.
 
     Args:
         batch_size: examples per batch (the last batch of an epoch may be smaller).
@@ -39,44 +99,27 @@ class RegressionDataModule(LightningDataModule):
         test_fraction: share held out for test, in [0, 1); with `val_fraction` it must leave a
             training set of at least one batch.
         seed: seeds the split and the per-epoch shuffle (and, for synthetic data, the data).
-        num_workers: worker processes for data made on the fly; in-memory tensors need none, since a
-            batch is one index operation that a worker would only add inter-process copies to.
-        standardize: standardise features (and targets) with statistics of the training split; the
-            model stores them, so it takes raw features and predicts in the original units.
+        standardize: give the model the training split's feature and target statistics
+            (`standardization`, linked into the model by the CLI), so it trains on standardised values.
     """
 
     def __init__(
         self,
-        batch_size: int = 10,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
+        batch_size: int = 32,
+        val_fraction: float = 0.0,
+        test_fraction: float = 0.0,
         seed: int = 0,
-        num_workers: int = 0,
         standardize: bool = False,
     ) -> None:
         super().__init__()
-        name = type(self).__name__
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"{name}: batch_size must be an integer >= 1, got {batch_size!r}")
-        for field, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-                raise ConfigError(f"{name}: {field} must be in [0, 1), got {value!r}")
-        if val_fraction + test_fraction >= 1.0:
-            raise ConfigError(
-                f"{name}: val_fraction + test_fraction must be < 1 to leave training data, "
-                f"got {val_fraction} + {test_fraction}"
-            )
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"{name}: num_workers must be an integer >= 0, got {num_workers!r}")
+        check_split_arguments(type(self).__name__, batch_size, val_fraction, test_fraction)
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.seed = seed
-        self.num_workers = num_workers
         self.standardize = standardize
         self.true_w: Tensor | None = None
         self.true_b: float | None = None
-        self.standardization: dict[str, Tensor] | None = None
         self.splits: dict[str, Split] = {}
 
     def load_tensors(self) -> tuple[Tensor, Tensor]:
@@ -88,28 +131,27 @@ class RegressionDataModule(LightningDataModule):
         return None
 
     def split_sizes(self, num_examples: int) -> tuple[int, int, int]:
-        """(train, val, test) sizes, each non-empty where its fraction asks for examples."""
-        name = type(self).__name__
-        num_val = round(num_examples * self.val_fraction)
-        num_test = round(num_examples * self.test_fraction)
-        num_train = num_examples - num_val - num_test
-        if num_train < self.batch_size:
-            raise ConfigError(
-                f"{name}: {num_examples} examples leave {num_train} for training after the val/test "
-                f"splits, fewer than one batch of {self.batch_size}; use more examples or a smaller "
-                "batch_size"
-            )
-        for field, fraction, size in (("val", self.val_fraction, num_val), ("test", self.test_fraction, num_test)):
-            if fraction > 0 and size == 0:
-                raise ConfigError(
-                    f"{name}: {field}_fraction {fraction} of {num_examples} examples is no example; "
-                    f"use more examples, a larger {field}_fraction, or 0 to have no {field} split"
-                )
-        return num_train, num_val, num_test
+        """(train, val, test) sizes; training keeps at least one batch."""
+        return split_sizes(
+            type(self).__name__,
+            num_examples,
+            self.val_fraction,
+            self.test_fraction,
+            min_train=self.batch_size,
+            unit="examples",
+            remedy="use more examples or a smaller batch_size",
+        )
 
-    @override
-    def setup(self, stage: str) -> None:
-        device = self._device()
+    @property
+    def standardization(self) -> dict[str, list[float]] | None:
+        """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
+        if not self.standardize:
+            return None
+        statistics = NormalEquations()
+        statistics.update(*self._load_splits()["train"][:2])
+        return statistics.standardization()
+
+    def _load_splits(self) -> dict[str, Split]:
         if not self.splits:
             features, targets = self.load_tensors()
             num_train, num_val, _ = self.split_sizes(len(features))
@@ -118,31 +160,23 @@ class RegressionDataModule(LightningDataModule):
             for split, rows in zip(("train", "val", "test"), parts, strict=True):
                 # rows stay sorted so that a split keeps the input order (predictions come out in it)
                 rows = rows.sort().values
-                self.splits[split] = (features[rows].to(device), targets[rows].to(device), rows.to(device))
-            if self.standardize:
-                self.standardization = standardization_of(*self.splits["train"][:2])
-        if stage == "predict" and "predict" not in self.splits:
+                self.splits[split] = (features[rows], targets[rows], rows)
+        return self.splits
+
+    @override
+    def setup(self, stage: str) -> None:
+        # In-memory data live on the GPU once, not copied there batch by batch.
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        for split, tensors in self._load_splits().items():
+            self.splits[split] = tuple(t.to(device) for t in tensors)
+        if stage == "predict":
             given = self.load_predict_tensors()
-            if given is None:
-                features, _, rows = self.splits["test"]
-            else:
-                features, rows = given
+            features, rows = (self.splits["test"][0], self.splits["test"][2]) if given is None else given
             self.splits["predict"] = (features.to(device), rows.to(device))
 
-    def _device(self) -> torch.device:
-        # Data live on the GPU once, not copied there each batch; CPU tensors stay where they are.
-        trainer = self.trainer
-        if trainer is not None and trainer.strategy.root_device.type == "cuda":
-            return trainer.strategy.root_device
-        return torch.device("cpu")
-
-    def _loader(self, split: str, shuffle: bool, even_shards: bool) -> Iterable:
-        """The batches of one split; predict batches are (features, row numbers), the others
-        (features, targets)."""
+    def _loader(self, split: str, shuffle: bool = False, even_shards: bool = False) -> TensorBatchLoader:
+        """Batches of one split: `(features, targets)`, or `(features, row numbers)` to predict."""
         tensors = self.splits[split] if split == "predict" else self.splits[split][:2]
-        return self._tensor_loader(tensors, shuffle, even_shards)
-
-    def _tensor_loader(self, tensors: Split, shuffle: bool, even_shards: bool) -> TensorBatchLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = BatchIndexSampler(
@@ -158,44 +192,22 @@ class RegressionDataModule(LightningDataModule):
         return TensorBatchLoader(tensors, sampler)
 
     @override
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # Batches gathered from tensors already on the training device need no move: skip Lightning's
-        # walk through the batch structure, which costs more than a small model's whole step.
-        if isinstance(batch, tuple) and all(isinstance(t, Tensor) and t.device == device for t in batch):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    @override
-    def train_dataloader(self) -> Iterable:
+    def train_dataloader(self) -> TensorBatchLoader:
+        # under DDP every process takes the same number of steps: shards are padded to equal length
         return self._loader("train", shuffle=True, even_shards=True)
 
     @override
-    def val_dataloader(self) -> Iterable:
-        return self._loader("val", shuffle=False, even_shards=False)
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self._loader("val")
 
     @override
-    def test_dataloader(self) -> Iterable:
-        return self._loader("test", shuffle=False, even_shards=False)
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test")
 
     @override
-    def predict_dataloader(self) -> Iterable:
+    def predict_dataloader(self) -> TensorBatchLoader:
         # batches carry row numbers: the prediction writer puts rows back in input order
-        return self._loader("predict", shuffle=False, even_shards=False)
-
-
-def standardization_of(features: Tensor, targets: Tensor) -> dict[str, Tensor]:
-    """Mean and scale of each feature and of the target; a constant column gets scale 1."""
-
-    def scale(values: Tensor) -> Tensor:
-        std = values.std(dim=0, unbiased=False)
-        return torch.where(std > 0, std, torch.ones_like(std))
-
-    return {
-        "feature_mean": features.mean(dim=0).cpu(),
-        "feature_scale": scale(features).cpu(),
-        "target_mean": targets.mean().cpu(),
-        "target_scale": scale(targets).cpu(),
-    }
+        return self._loader("predict")
 
 
 class SyntheticRegressionDataModule(RegressionDataModule):
@@ -214,134 +226,31 @@ class SyntheticRegressionDataModule(RegressionDataModule):
         val_fraction: share of `num_examples` held out for validation, in [0, 1).
         test_fraction: share of `num_examples` held out for test, in [0, 1).
         seed: seeds the data, the split and the per-epoch shuffle.
-        num_workers: worker processes that generate streamed data while the main process trains
-            (unused in memory; see the base class).
-        streaming: generate examples chunk by chunk on demand instead of holding them in memory, for
-            data larger than memory (`linreg_pl.streaming`). The splits then fall on chunk boundaries,
-            and the values differ from the in-memory data of the same seed.
-        chunk_size: examples per generated chunk when streaming, rounded up to a multiple of batch_size.
     """
 
     def __init__(
         self,
-        num_inputs: int = 2,
+        num_inputs: int = 1,
         num_examples: int = 1000,
-        true_w: Sequence[float] | None = (2.0, -3.4),
-        true_b: float = 4.2,
-        noise_std: float = 0.01,
-        batch_size: int = 10,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
+        true_w: list[float] | None = None,
+        true_b: float = 0.0,
+        noise_std: float = 0.0,
+        batch_size: int = 32,
+        val_fraction: float = 0.0,
+        test_fraction: float = 0.0,
         seed: int = 0,
-        num_workers: int = 0,
-        streaming: bool = False,
-        chunk_size: int = 65536,
     ) -> None:
-        super().__init__(batch_size, val_fraction, test_fraction, seed, num_workers)
+        # features drawn from N(0, 1) need no standardising
+        super().__init__(batch_size, val_fraction, test_fraction, seed, standardize=False)
         name = type(self).__name__
-        if not isinstance(num_inputs, int) or num_inputs < 1:
-            raise ConfigError(f"{name}: num_inputs must be an integer >= 1, got {num_inputs!r}")
+        self.true_w = synthetic_truth(name, num_inputs, true_w, true_b, noise_std, seed)
         if not isinstance(num_examples, int) or num_examples < 1:
             raise ConfigError(f"{name}: num_examples must be an integer >= 1, got {num_examples!r}")
-        if true_w is not None and len(true_w) != num_inputs:
-            raise ConfigError(
-                f"{name}: true_w has {len(true_w)} values but num_inputs is {num_inputs}; "
-                f"give {num_inputs} values, or true_w: null to draw them from the seed"
-            )
-        if not (math.isfinite(noise_std) and noise_std >= 0):
-            raise ConfigError(f"{name}: noise_std must be a finite number >= 0, got {noise_std!r}")
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ConfigError(f"{name}: chunk_size must be an integer >= 1, got {chunk_size!r}")
-        self.streaming = streaming
-        self._streaming_loaders: list[StreamingLoader] = []
-        self.chunk_size = math.ceil(chunk_size / batch_size) * batch_size
-        if streaming:
-            self.chunk_ranges = self._chunk_ranges(num_examples)  # fail now, not after the Trainer has started
-        else:
-            self.split_sizes(num_examples)
+        self.split_sizes(num_examples)  # fail now, not after the Trainer has started
         self.num_inputs = num_inputs
         self.num_examples = num_examples
-        self.noise_std = noise_std
-        if true_w is None:  # a stream of its own, apart from the one that draws the examples
-            self.true_w = torch.randn(num_inputs, generator=torch.Generator().manual_seed(seed + 1))
-        else:
-            self.true_w = torch.tensor(true_w, dtype=torch.float32)
         self.true_b = float(true_b)
-
-    def _chunk_ranges(self, num_examples: int) -> dict[str, range]:
-        """Chunk indices of each split when streaming; splits fall on chunk boundaries."""
-        total = math.ceil(num_examples / self.chunk_size)
-        num_val, num_test = round(total * self.val_fraction), round(total * self.test_fraction)
-        name = type(self).__name__
-        if total - num_val - num_test < 1:
-            raise ConfigError(
-                f"{name}: {num_examples} examples make {total} chunks of {self.chunk_size}, none left for "
-                "training after the val/test splits; use more examples or a smaller chunk_size"
-            )
-        for field, fraction, size in (("val", self.val_fraction, num_val), ("test", self.test_fraction, num_test)):
-            if fraction > 0 and size == 0:
-                raise ConfigError(
-                    f"{name}: {field}_fraction {fraction} of {total} chunks is no chunk; use more examples, "
-                    f"a smaller chunk_size, or {field}_fraction 0"
-                )
-        train_end = total - num_val - num_test
-        if train_end == total and num_examples % self.chunk_size:
-            # a short chunk in training would give processes unequal step counts under DDP
-            raise ConfigError(
-                f"{name}: when streaming without val/test splits, num_examples must be a multiple of "
-                f"chunk_size ({self.chunk_size}), got {num_examples}"
-            )
-        return {
-            "train": range(train_end),
-            "val": range(train_end, train_end + num_val),
-            "test": range(train_end + num_val, total),
-        }
-
-    @override
-    def setup(self, stage: str) -> None:
-        if not self.streaming:
-            super().setup(stage)
-
-    def _streaming_loader(self, split: str, shuffle: bool, even_shards: bool) -> StreamingLoader:
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        chunks = self.chunk_ranges[split]
-        total = math.ceil(self.num_examples / self.chunk_size)
-        # only the data's very last chunk can be short
-        last_chunk_size = (
-            self.num_examples - (total - 1) * self.chunk_size if chunks[-1] == total - 1 else self.chunk_size
-        )
-        dataset = SyntheticChunks(
-            self.true_w,
-            self.true_b,
-            self.noise_std,
-            self.seed,
-            self.chunk_size,
-            self.batch_size,
-            chunks,
-            last_chunk_size,
-            shuffle=shuffle,
-            rank=rank,
-            num_replicas=world,
-            even_shards=even_shards,
-        )
-        loader = StreamingLoader(dataset, self.num_workers, self._device())
-        self._streaming_loaders.append(loader)
-        return loader
-
-    @override
-    def teardown(self, stage: str) -> None:
-        for loader in self._streaming_loaders:  # no generating thread outlives fit/validate/test
-            loader.close()
-        self._streaming_loaders.clear()
-
-    @override
-    def _loader(self, split: str, shuffle: bool, even_shards: bool) -> Iterable:
-        if not self.streaming:
-            return super()._loader(split, shuffle, even_shards)
-        if split == "predict":
-            raise ConfigError("SyntheticRegressionDataModule: predict needs data in memory; set streaming: false")
-        return self._streaming_loader(split, shuffle, even_shards)
+        self.noise_std = noise_std
 
     @override
     def load_tensors(self) -> tuple[Tensor, Tensor]:
@@ -352,11 +261,11 @@ class SyntheticRegressionDataModule(RegressionDataModule):
         return features, targets
 
 
-class CSVRegressionDataModule(RegressionDataModule):
+class TableRegressionDataModule(RegressionDataModule):
     """A table from a file: CSV with a header row, `.npz` (one array per column) or `.npy` (2-D).
 
-    Features are standardised with training-split statistics that the model stores, so `predict`
-    on a new file of raw features gives predictions in the original units.
+    Features and target are standardised with training-split statistics that the model stores, so
+    `predict` on a new file of raw features gives predictions in the original units.
 
     Args:
         path: the table. In a `.npy` file the columns are named "0", "1", ...
@@ -368,7 +277,6 @@ class CSVRegressionDataModule(RegressionDataModule):
         val_fraction: share of the rows held out for validation, in [0, 1).
         test_fraction: share of the rows held out for test, in [0, 1).
         seed: seeds the split and the per-epoch shuffle.
-        num_workers: unused: the table is in memory (see the base class).
         standardize: standardise features and target with training-split statistics.
     """
 
@@ -378,14 +286,13 @@ class CSVRegressionDataModule(RegressionDataModule):
         target: str,
         features: list[str] | None = None,
         predict_path: str | None = None,
-        batch_size: int = 10,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
+        batch_size: int = 32,
+        val_fraction: float = 0.0,
+        test_fraction: float = 0.0,
         seed: int = 0,
-        num_workers: int = 0,
         standardize: bool = True,
     ) -> None:
-        super().__init__(batch_size, val_fraction, test_fraction, seed, num_workers, standardize)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, standardize)
         self.path = path
         self.target = target
         self.predict_path = predict_path
@@ -394,6 +301,8 @@ class CSVRegressionDataModule(RegressionDataModule):
         if target not in columns:
             raise ConfigError(f"{path}: no target column {target!r}; columns are {sorted(columns)}")
         self.features = list(features) if features is not None else [c for c in columns if c != target]
+        if target in self.features:
+            raise ConfigError(f"{path}: the target {target!r} is listed among the features; remove it from features")
         missing = [c for c in self.features if c not in columns]
         if missing:
             raise ConfigError(f"{path}: no feature column(s) {missing}; columns are {sorted(columns)}")

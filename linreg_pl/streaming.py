@@ -1,8 +1,7 @@
 """Synthetic data larger than memory: examples generated chunk by chunk, on demand, by background threads.
 
-    python -m linreg_pl fit --data.init_args.streaming true --data.init_args.num_examples 50000000 \\
-        --data.init_args.num_inputs 100 --data.init_args.true_w null --data.init_args.batch_size 4096 \\
-        --data.init_args.num_workers 1
+    python -m linreg_pl fit --config configs/stream.yaml --data.num_examples 50000000 \\
+        --data.num_inputs 100 --data.true_w null --data.batch_size 4096
 
 Example i lives in chunk i // chunk_size, and a chunk is drawn from its own generator seeded with
 (seed, chunk index): memory does not grow with `num_examples`, the same example always has the same
@@ -23,7 +22,13 @@ import threading
 from collections.abc import Iterator
 
 import torch
+from lightning.pytorch import LightningDataModule
 from torch import Tensor
+from typing_extensions import override
+
+from linreg_pl.batches import shard
+from linreg_pl.data import check_split_arguments, split_sizes, synthetic_truth
+from linreg_pl.errors import ConfigError
 
 
 class SyntheticChunks:
@@ -41,8 +46,8 @@ class SyntheticChunks:
         shuffle: shuffle the chunk order and the examples in each chunk, anew each epoch.
         rank: this process's rank among `num_replicas`.
         num_replicas: processes sharing the chunks.
-        even_shards: pad the chunk list by wrapping around so that every process gets as many
-            chunks, hence as many batches, as the others (DDP training needs equal step counts).
+        even_shards: give every process as many chunks, hence as many batches, as the others
+            (see `linreg_pl.batches.shard`).
     """
 
     def __init__(
@@ -94,12 +99,7 @@ class SyntheticChunks:
         order = torch.tensor(self.chunks)
         if self.shuffle:
             order = order[torch.randperm(len(order), generator=torch.Generator().manual_seed(self.seed + self.epoch))]
-        if self.num_replicas > 1:
-            if self.even_shards:
-                padded = math.ceil(len(order) / self.num_replicas) * self.num_replicas
-                order = order.repeat(math.ceil(padded / len(order)))[:padded]
-            order = order[self.rank :: self.num_replicas]
-        return order.tolist()
+        return shard(order, self.rank, self.num_replicas, self.even_shards).tolist()
 
     def num_batches(self) -> int:
         return sum(math.ceil(self._size(c) / self.batch_size) for c in self.process_chunks())
@@ -137,7 +137,7 @@ class StreamingLoader:
         device: where batches are gathered: each chunk is copied to a GPU once, whole, not batch by batch.
     """
 
-    batch_sampler = None  # Lightning inspects it next to `sampler`, as on a DataLoader
+    batch_sampler = None  # Lightning reads it wherever a loader has a `sampler`, as a DataLoader does
     chunks_ahead = 2  # per thread: generation stays ahead of training, memory stays a few chunks
 
     def __init__(self, chunks: SyntheticChunks, num_workers: int, device: torch.device | None = None) -> None:
@@ -200,3 +200,122 @@ class StreamingLoader:
                 yield item
         finally:  # also when training stops mid-epoch
             stop.set()
+
+
+class SyntheticStreamDataModule(LightningDataModule):
+    """The synthetic data of `SyntheticRegressionDataModule`, generated on demand: memory does not grow
+    with `num_examples`.
+
+    The splits fall on chunk boundaries, and the values differ from the in-memory data of the same
+    seed. There is no predict split: predict on data in memory.
+
+    Args:
+        num_inputs: number of features (linked into the model by the CLI).
+        num_examples: examples in total, before the val/test splits.
+        true_w: the true weights, one per feature; None draws them from N(0, 1) with `seed`.
+        true_b: the true bias.
+        noise_std: standard deviation of the Gaussian label noise, >= 0.
+        batch_size: examples per batch.
+        val_fraction: share of the chunks held out for validation, in [0, 1).
+        test_fraction: share of the chunks held out for test, in [0, 1).
+        seed: seeds the data and the per-epoch shuffle.
+        num_workers: background threads generating chunks ahead of training; 0 generates in the
+            training thread.
+        chunk_size: examples per chunk, rounded up to a multiple of `batch_size`.
+    """
+
+    def __init__(
+        self,
+        num_inputs: int = 1,
+        num_examples: int = 1_000_000,
+        true_w: list[float] | None = None,
+        true_b: float = 0.0,
+        noise_std: float = 0.0,
+        batch_size: int = 32,
+        val_fraction: float = 0.0,
+        test_fraction: float = 0.0,
+        seed: int = 0,
+        num_workers: int = 1,
+        chunk_size: int = 65536,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        check_split_arguments(name, batch_size, val_fraction, test_fraction)
+        self.true_w = synthetic_truth(name, num_inputs, true_w, true_b, noise_std, seed)
+        if not isinstance(num_examples, int) or num_examples < 1:
+            raise ConfigError(f"{name}: num_examples must be an integer >= 1, got {num_examples!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"{name}: num_workers must be an integer >= 0, got {num_workers!r}")
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError(f"{name}: chunk_size must be an integer >= 1, got {chunk_size!r}")
+        self.num_inputs, self.num_examples = num_inputs, num_examples
+        self.true_b, self.noise_std = float(true_b), noise_std
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.chunk_size = math.ceil(chunk_size / batch_size) * batch_size
+        self.chunk_ranges = self._chunk_ranges(val_fraction, test_fraction)  # fail now, before the Trainer starts
+        self._loaders: list[StreamingLoader] = []
+        # what the CLI links into `LinearRegression(standardization=...)`: streamed data are not standardised
+        self.standardization = None
+
+    def _chunk_ranges(self, val_fraction: float, test_fraction: float) -> dict[str, range]:
+        name = type(self).__name__
+        total = math.ceil(self.num_examples / self.chunk_size)
+        remedy = "use more examples or a smaller chunk_size"
+        num_train, num_val, _ = split_sizes(name, total, val_fraction, test_fraction, 1, "chunks", remedy)
+        if num_train == total and self.num_examples % self.chunk_size:
+            # a short chunk in training would give processes unequal step counts under DDP
+            raise ConfigError(
+                f"{name}: without val/test splits, num_examples must be a multiple of chunk_size "
+                f"({self.chunk_size}), got {self.num_examples}"
+            )
+        return {
+            "train": range(num_train),
+            "val": range(num_train, num_train + num_val),
+            "test": range(num_train + num_val, total),
+        }
+
+    def _loader(self, split: str, shuffle: bool = False, even_shards: bool = False) -> StreamingLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        chunks = self.chunk_ranges[split]
+        total = math.ceil(self.num_examples / self.chunk_size)
+        # only the data's very last chunk can be short
+        last_size = (
+            self.num_examples - (total - 1) * self.chunk_size if chunks and chunks[-1] == total - 1 else self.chunk_size
+        )
+        split_chunks = SyntheticChunks(
+            self.true_w,
+            self.true_b,
+            self.noise_std,
+            self.seed,
+            self.chunk_size,
+            self.batch_size,
+            chunks,
+            last_size,
+            shuffle=shuffle,
+            rank=rank,
+            num_replicas=world,
+            even_shards=even_shards,
+        )
+        device = trainer.strategy.root_device if trainer is not None else None
+        loader = StreamingLoader(split_chunks, self.num_workers, device)
+        self._loaders.append(loader)
+        return loader
+
+    @override
+    def train_dataloader(self) -> StreamingLoader:
+        return self._loader("train", shuffle=True, even_shards=True)
+
+    @override
+    def val_dataloader(self) -> StreamingLoader:
+        return self._loader("val")
+
+    @override
+    def test_dataloader(self) -> StreamingLoader:
+        return self._loader("test")
+
+    @override
+    def teardown(self, stage: str) -> None:
+        for loader in self._loaders:  # no generating thread outlives fit/validate/test
+            loader.close()
+        self._loaders.clear()

@@ -5,22 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from linreg_pl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = str(ROOT / "configs" / "default.yaml")
+EXPERIMENT_DATA = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())["data"]["init_args"]
 # after the test's own arguments, so a config file cannot turn the GPU or the summary back on
 # the default experiment, streamed: 20,000 examples in chunks of 2,000, one generating thread
 SMALL_STREAM = [
-    "--data.init_args.streaming",
-    "true",
-    "--data.init_args.num_examples",
+    "--config",
+    str(ROOT / "configs" / "stream.yaml"),
+    "--data.num_examples",
     "20000",
-    "--data.init_args.chunk_size",
+    "--data.chunk_size",
     "2000",
-    "--data.init_args.num_workers",
-    "1",
 ]
 QUIET = ["--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false"]
 

@@ -11,11 +11,10 @@ from linreg_pl.model import LinearRegression
 class RowsDataModule(SyntheticRegressionDataModule):
     """The synthetic data with each batch's row numbers as a third tensor."""
 
-    def train_dataloader(self):
-        return self._tensor_loader(self.splits["train"], shuffle=True, even_shards=True)
-
-    def val_dataloader(self):
-        return self._tensor_loader(self.splits["val"], shuffle=False, even_shards=False)
+    def _loader(self, split, shuffle=False, even_shards=False):
+        loader = super()._loader(split, shuffle, even_shards)
+        loader.tensors = self.splits[split]  # features, targets and row numbers
+        return loader
 
 
 class ShardProbe(LinearRegression):

@@ -9,6 +9,9 @@ import pytest
 import torch
 import yaml
 from conftest import DEFAULT_CONFIG, ROOT, run_cli, version_dir
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch.utils.data import DataLoader, TensorDataset
 
 from linreg_pl.cli import build_cli, main
 from linreg_pl.model import LinearRegression
@@ -17,7 +20,7 @@ TRUE_W, TRUE_B = torch.tensor([2.0, -3.4]), 4.2
 
 
 def parameters(cli) -> tuple[torch.Tensor, torch.Tensor]:
-    return cli.model.net.weight.detach().clone(), cli.model.net.bias.detach().clone()
+    return cli.model.linear.weight.detach().clone(), cli.model.linear.bias.detach().clone()
 
 
 def test_default_fit_recovers_w_and_b_and_prints_the_table(isolated, capsys):
@@ -127,9 +130,9 @@ def test_resume_from_last_checkpoint_is_bit_identical(isolated):
 class SlowStartRegression(LinearRegression):
     """A user's own model: starts from zero weights instead of small random ones."""
 
-    def __init__(self, num_inputs: int = 2, init_std: float = 0.01) -> None:
-        super().__init__(num_inputs=num_inputs, init_std=init_std)
-        torch.nn.init.zeros_(self.net.weight)
+    def __init__(self, num_inputs: int = 2, optimizer: OptimizerCallable = torch.optim.SGD) -> None:
+        super().__init__(num_inputs=num_inputs, optimizer=optimizer)
+        torch.nn.init.zeros_(self.linear.weight)
 
 
 def test_a_user_model_subclass_trains_through_the_same_cli(isolated):
@@ -168,3 +171,72 @@ def test_a_default_run_prints_no_warnings(isolated):
     assert not re.search(r"\.py:\d+: ", output) and "warn" not in output.lower(), output
     assert "Tip:" not in result.stderr
     assert "max |learned - true|" in result.stdout
+
+
+class MLPRegression(LightningModule):
+    """A user's own plain LightningModule: nothing of this project's, no `num_inputs`."""
+
+    def __init__(self, hidden: int = 16, lr: float = 0.05) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = torch.nn.Sequential(torch.nn.Linear(2, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
+
+    def forward(self, features):
+        return self.net(features).squeeze(-1)
+
+    def training_step(self, batch, batch_idx):
+        loss = torch.nn.functional.mse_loss(self(batch[0]), batch[1])
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", torch.nn.functional.mse_loss(self(batch[0]), batch[1]))
+
+    def test_step(self, batch, batch_idx):
+        self.log("test/mse", torch.nn.functional.mse_loss(self(batch[0]), batch[1]))
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+class QuadraticDataModule(LightningDataModule):
+    """A user's own plain data module with DataLoaders: y = x0² - x1, which no linear model fits."""
+
+    def __init__(self, num_examples: int = 512) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.features = torch.randn(num_examples, 2, generator=generator)
+        self.targets = self.features[:, 0] ** 2 - self.features[:, 1]
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.features, self.targets), batch_size=32, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(self.features, self.targets), batch_size=128)
+
+    test_dataloader = val_dataloader
+    predict_dataloader = val_dataloader
+
+
+def test_any_lightning_module_and_data_module_plug_in(isolated):
+    plain = ["--model", f"{__name__}.MLPRegression", "--data", f"{__name__}.QuadraticDataModule"]
+    cli = run_cli("fit", *plain, "--trainer.max_epochs", "20")
+    assert type(cli.model) is MLPRegression and type(cli.datamodule) is QuadraticDataModule
+    fitted = cli.trainer.callback_metrics["val/loss"].item()
+    assert fitted < 0.1  # a nonlinear fit: the best linear model leaves a mean squared error of 2
+    ckpt = str(version_dir(isolated) / "checkpoints" / "last.ckpt")
+    assert run_cli("validate", *plain, "--ckpt_path", ckpt).trainer.callback_metrics["val/loss"].item() == (
+        pytest.approx(fitted, rel=1e-5)
+    )
+    assert run_cli("test", *plain, "--ckpt_path", ckpt).trainer.callback_metrics["test/mse"].item() == (
+        pytest.approx(fitted, rel=1e-5)
+    )
+    run_cli("predict", *plain, "--ckpt_path", ckpt, "--predictions.path", "plain.csv")
+    rows = list(csv.DictReader((isolated / "plain.csv").open()))
+    with torch.no_grad():
+        expected = cli.model.eval()(cli.datamodule.features)
+    assert [int(r["row"]) for r in rows] == list(range(len(expected)))
+    assert torch.allclose(torch.tensor([float(r["prediction"]) for r in rows]), expected, atol=1e-5)

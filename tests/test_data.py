@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import EXPERIMENT_DATA
 
 from linreg_pl.batches import BatchIndexSampler, TensorBatchLoader
 from linreg_pl.data import SyntheticRegressionDataModule
 
 
 def make(**kwargs) -> SyntheticRegressionDataModule:
-    datamodule = SyntheticRegressionDataModule(**kwargs)
+    """The experiment's data module (as `configs/default.yaml` states it), with `kwargs` changed."""
+    datamodule = SyntheticRegressionDataModule(**{**EXPERIMENT_DATA, **kwargs})
     datamodule.setup("fit")
     return datamodule
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT, run_cli, version_dir
+from conftest import DEFAULT_CONFIG, EXPERIMENT_DATA, ROOT, run_cli, version_dir
 
 from linreg_pl.data import SyntheticRegressionDataModule
 
@@ -46,10 +46,10 @@ def test_ddp_trains_the_default_experiment_as_one_process_does(isolated):
     ddp = torch.load(version_dir(isolated, 0) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     single = run_cli("fit", "--config", DEFAULT_CONFIG)
     # 2 processes x batch 5, gradients averaged = one process x batch 10: the same steps
-    assert torch.allclose(ddp["net.weight"], single.model.net.weight, atol=1e-6)
-    assert torch.allclose(ddp["net.bias"], single.model.net.bias, atol=1e-6)
-    assert (ddp["net.weight"][0] - torch.tensor([2.0, -3.4])).abs().max() < 0.01
-    assert abs(ddp["net.bias"].item() - 4.2) < 0.01
+    assert torch.allclose(ddp["linear.weight"], single.model.linear.weight, atol=1e-6)
+    assert torch.allclose(ddp["linear.bias"], single.model.linear.bias, atol=1e-6)
+    assert (ddp["linear.weight"][0] - torch.tensor([2.0, -3.4])).abs().max() < 0.01
+    assert abs(ddp["linear.bias"].item() - 4.2) < 0.01
     # epoch metrics are reduced across the processes: the numbers are the global ones
     ddp_metrics, single_metrics = (
         metrics(version_dir(isolated, 0) / "metrics.csv"),
@@ -82,7 +82,7 @@ def test_ddp_shards_are_disjoint_and_cover_the_data(isolated):
         cwd=isolated,
     )
     seen = [json.loads((isolated / f"rows-{rank}.json").read_text()) for rank in (0, 1)]
-    splits = SyntheticRegressionDataModule(num_examples=1001)
+    splits = SyntheticRegressionDataModule(**{**EXPERIMENT_DATA, "num_examples": 1001})
     splits.setup("fit")
     train_rows, val_rows = splits.splits["train"][2].tolist(), splits.splits["val"][2].tolist()
 
@@ -101,16 +101,14 @@ def test_ddp_streaming_trains_the_experiment(isolated):
     run_ddp(
         "fit",
         *DDP,
-        "--data.init_args.streaming",
-        "true",
-        "--data.init_args.num_examples",
+        "--config",
+        str(ROOT / "configs" / "stream.yaml"),
+        "--data.num_examples",
         "40000",
-        "--data.init_args.chunk_size",
+        "--data.chunk_size",
         "2000",
-        "--data.init_args.num_workers",
-        "1",
         cwd=isolated,
     )
     state = torch.load(version_dir(isolated, 0) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert (state["net.weight"][0] - torch.tensor([2.0, -3.4])).abs().max() < 0.01
-    assert abs(state["net.bias"].item() - 4.2) < 0.01
+    assert (state["linear.weight"][0] - torch.tensor([2.0, -3.4])).abs().max() < 0.01
+    assert abs(state["linear.bias"].item() - 4.2) < 0.01

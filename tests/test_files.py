@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import ROOT, run_cli, version_dir
 
-from linreg_pl.callbacks import least_squares
 from linreg_pl.cli import main
-from linreg_pl.data import CSVRegressionDataModule
+from linreg_pl.closed_form import least_squares
+from linreg_pl.data import TableRegressionDataModule
 from linreg_pl.errors import ConfigError
 
 
@@ -30,7 +30,7 @@ def linear_table(n: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def csv_args(path, *extra: str) -> list[str]:
-    return ["--data", "CSVRegressionDataModule", "--data.path", str(path), "--data.target", "price", *extra]
+    return ["--data", "TableRegressionDataModule", "--data.path", str(path), "--data.target", "price", *extra]
 
 
 def test_a_csv_with_a_known_relation_is_recovered_and_reported(isolated, capsys):
@@ -55,8 +55,8 @@ def test_features_of_very_different_scales_reach_the_closed_form_test_mse(seed, 
     assert learned_mse <= closed_mse * 1.01
     # the statistics come from the training split only
     train_features = cli.datamodule.splits["train"][0]
-    assert torch.allclose(cli.model.feature_mean, train_features.mean(0))
-    assert not torch.allclose(cli.model.feature_mean, cli.datamodule.load_tensors()[0].mean(0))
+    assert torch.allclose(cli.model.standardize.mean, train_features.mean(0))
+    assert not torch.allclose(cli.model.standardize.mean, cli.datamodule.load_tensors()[0].mean(0))
 
 
 def test_without_standardising_the_same_table_diverges(isolated, capsys):
@@ -101,11 +101,11 @@ def test_predict_on_a_new_file_of_raw_features_writes_original_units_in_input_or
 def test_npz_and_npy_tables(isolated):
     table = linear_table(n=300)
     np.savez(isolated / "houses.npz", **table)
-    module = CSVRegressionDataModule(str(isolated / "houses.npz"), target="price", features=["area", "rooms"])
+    module = TableRegressionDataModule(str(isolated / "houses.npz"), target="price", features=["area", "rooms"])
     assert module.num_inputs == 2
     assert torch.allclose(module.load_tensors()[0][:, 0], torch.tensor(table["area"], dtype=torch.float32))
     np.save(isolated / "houses.npy", np.stack([table["rooms"], table["area"], table["price"]], axis=1))
-    module = CSVRegressionDataModule(str(isolated / "houses.npy"), target="2")
+    module = TableRegressionDataModule(str(isolated / "houses.npy"), target="2")
     assert module.features == ["0", "1"]
     assert torch.allclose(module.load_tensors()[1], torch.tensor(table["price"], dtype=torch.float32))
 
@@ -125,10 +125,10 @@ def test_npz_and_npy_tables(isolated):
 def test_bad_tables_are_one_line_errors(content, target, expected, isolated, capsys):
     (isolated / "bad.csv").write_text(content)
     with pytest.raises(ConfigError, match=None) as error:
-        CSVRegressionDataModule(str(isolated / "bad.csv"), target=target)
+        TableRegressionDataModule(str(isolated / "bad.csv"), target=target)
     assert expected in str(error.value)
     with pytest.raises(SystemExit) as exit_info:  # and through the CLI: one line, status 2
-        main(["fit", "--data", "CSVRegressionDataModule", "--data.path", "bad.csv", "--data.target", target])
+        main(["fit", "--data", "TableRegressionDataModule", "--data.path", "bad.csv", "--data.target", target])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert expected in err[-1] and "Traceback" not in "\n".join(err)
@@ -137,9 +137,9 @@ def test_bad_tables_are_one_line_errors(content, target, expected, isolated, cap
 def test_missing_feature_column_and_missing_file(isolated):
     write_table(isolated / "houses.csv", linear_table(n=50))
     with pytest.raises(ConfigError, match=r"no feature column\(s\) \['size'\]"):
-        CSVRegressionDataModule(str(isolated / "houses.csv"), target="price", features=["rooms", "size"])
+        TableRegressionDataModule(str(isolated / "houses.csv"), target="price", features=["rooms", "size"])
     with pytest.raises(ConfigError, match="data file 'nowhere.csv' does not exist"):
-        CSVRegressionDataModule("nowhere.csv", target="price")
+        TableRegressionDataModule("nowhere.csv", target="price")
 
 
 def test_tensorboard_config_writes_event_files(isolated):

@@ -6,8 +6,7 @@ import pytest
 import torch
 from conftest import SMALL_STREAM, run_cli
 
-from linreg_pl.data import SyntheticRegressionDataModule
-from linreg_pl.streaming import StreamingLoader, SyntheticChunks
+from linreg_pl.streaming import StreamingLoader, SyntheticChunks, SyntheticStreamDataModule
 
 TRUE_W = torch.tensor([1.0, -2.0, 0.5])
 
@@ -75,8 +74,8 @@ def test_even_shards_give_every_process_the_same_number_of_batches():
 
 
 def test_splits_fall_on_chunk_boundaries_and_the_short_chunk_is_last():
-    datamodule = SyntheticRegressionDataModule(
-        num_examples=1050, batch_size=10, chunk_size=100, streaming=True, val_fraction=0.1, test_fraction=0.1
+    datamodule = SyntheticStreamDataModule(
+        num_examples=1050, batch_size=10, chunk_size=100, val_fraction=0.1, test_fraction=0.1
     )
     assert datamodule.chunk_ranges == {"train": range(9), "val": range(9, 10), "test": range(10, 11)}
     test_loader = datamodule.test_dataloader()
@@ -95,7 +94,7 @@ def test_streaming_fit_recovers_the_parameters(isolated):
 def test_a_short_training_chunk_without_val_or_test_is_refused():
     from linreg_pl.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="num_examples must be a multiple of chunk_size \\(100\\), got 1050"):
-        SyntheticRegressionDataModule(
-            num_examples=1050, chunk_size=100, streaming=True, val_fraction=0, test_fraction=0
-        )
+    with pytest.raises(
+        ConfigError, match="without val/test splits, num_examples must be a multiple of chunk_size \\(100\\), got 1050"
+    ):
+        SyntheticStreamDataModule(num_examples=1050, batch_size=10, chunk_size=100, val_fraction=0, test_fraction=0)

@@ -1,0 +1,47 @@
+"""Checkpoint files checked before Lightning loads them: missing, corrupt, unsafe or of another shape.
+
+    python -m linreg_pl test --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt
+
+Each problem is one `ConfigError` line instead of a traceback from deep inside `torch.load`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from linreg_pl.errors import ConfigError
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """The checkpoint at `path`, loaded without unpickling code; `ConfigError` if it is not one."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"checkpoint {path!r} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt, truncated, not a checkpoint, or holds arbitrary objects
+        raise ConfigError(
+            f"checkpoint {path!r} cannot be loaded: it is corrupt or truncated, not a checkpoint, or holds objects "
+            f"other than tensors and plain values, which are never unpickled ({type(error).__name__})"
+        ) from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"checkpoint {path!r} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def check_checkpoint(path: str, model: torch.nn.Module) -> None:
+    """Raise `ConfigError` unless `path` is a readable checkpoint whose weights fit `model`."""
+    state = read_checkpoint(path)["state_dict"]
+    expected = model.state_dict()
+    wrong = [
+        f"{key} {tuple(state[key].shape)} (model has {tuple(expected[key].shape)})"
+        for key in expected
+        if key in state and tuple(state[key].shape) != tuple(expected[key].shape)
+    ]
+    missing = [key for key in expected if key not in state]
+    if wrong or missing:
+        detail = "; ".join(wrong + [f"{key} missing" for key in missing])
+        raise ConfigError(f"checkpoint {path!r} belongs to a model of another shape: {detail}")

@@ -1,0 +1,296 @@
+"""The exact solutions of linreg_pl.closed_form against independent computations on the data themselves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from linreg_pl.closed_form import NormalEquations, least_squares
+from linreg_pl.errors import ConfigError
+
+TRUE_SUPPORT = [1, 4, 7, 12, 18]
+
+
+def regression(rows: int = 500, inputs: int = 6, noise: float = 0.1, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(rows, inputs, generator=generator, dtype=torch.float64) * 2 + 0.5
+    true_w = torch.randn(inputs, generator=generator, dtype=torch.float64)
+    targets = features @ true_w - 1.5 + noise * torch.randn(rows, generator=generator, dtype=torch.float64)
+    return features, targets
+
+
+def sparse_regression():
+    """20 features, 5 of them used, little noise: a lasso with a moderate l1 keeps exactly those 5."""
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(400, 20, generator=generator, dtype=torch.float64)
+    true_w = torch.zeros(20, dtype=torch.float64)
+    true_w[TRUE_SUPPORT] = torch.tensor([1.5, -2.0, 1.0, 3.0, -1.2], dtype=torch.float64)
+    targets = features @ true_w + 0.3 + 0.01 * torch.randn(400, generator=generator, dtype=torch.float64)
+    return features, targets
+
+
+def statistics_of(features, targets, block_sizes=None) -> NormalEquations:
+    statistics = NormalEquations()
+    start = 0
+    for size in block_sizes or [len(features)]:
+        statistics.update(features[start : start + size], targets[start : start + size])
+        start += size
+    assert start == len(features)
+    return statistics
+
+
+def standardized(features, targets):
+    """Standardised data, computed directly, and the function taking (v, c) on them back to raw (w, b)."""
+    feature_mean, feature_scale = features.mean(0), features.std(0, unbiased=False)
+    target_mean, target_scale = targets.mean(), targets.std(unbiased=False)
+
+    def to_raw(v, c):
+        weight = target_scale * v / feature_scale
+        return weight, target_mean + target_scale * c - weight @ feature_mean
+
+    return (features - feature_mean) / feature_scale, (targets - target_mean) / target_scale, to_raw
+
+
+def to_standardized_units(features, targets, weight, bias):
+    feature_mean, feature_scale = features.mean(0), features.std(0, unbiased=False)
+    target_mean, target_scale = targets.mean(), targets.std(unbiased=False)
+    return weight * feature_scale / target_scale, (bias + weight @ feature_mean - target_mean) / target_scale
+
+
+def objective(features, targets, weight, bias, l1, l2) -> float:
+    residual = targets - features @ weight - bias
+    return float((residual**2).mean() + l2 * (weight**2).sum() + l1 * weight.abs().sum())
+
+
+def penalised_by_hand(features, targets, l2):
+    """Ridge with an unpenalised bias, from the uncentred augmented design [X, 1]: a different route."""
+    x, y = features.numpy(), targets.numpy()
+    design = np.hstack([x, np.ones((len(x), 1))])
+    penalty = l2 * np.diag([1.0] * x.shape[1] + [0.0])
+    solution = np.linalg.solve(design.T @ design / len(x) + penalty, design.T @ y / len(x))
+    return torch.from_numpy(solution[:-1]), float(solution[-1])
+
+
+def smooth_gradient(features, targets, weight, bias, l2):
+    """Gradient of mean((y - x·w - b)²) + l2·||w||² in w, from the data."""
+    residual = targets - features @ weight - bias
+    return -2 * features.T @ residual / len(targets) + 2 * l2 * weight
+
+
+def test_least_squares_matches_lstsq_on_the_design_with_an_intercept_column():
+    features, targets = regression()
+    design = torch.cat([features, torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
+    expected = torch.linalg.lstsq(design, targets.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+    weight, bias = least_squares(features, targets, rows_at_once=128)
+    assert weight.dtype == bias.dtype == torch.float64 and weight.shape == (6,) and bias.shape == ()
+    torch.testing.assert_close(weight, expected[:-1], rtol=0, atol=1e-10)
+    torch.testing.assert_close(bias, expected[-1], rtol=0, atol=1e-10)
+
+
+def test_blocks_of_any_sizes_give_what_one_block_gives():
+    features, targets = regression()
+    whole = statistics_of(features, targets)
+    blocks = statistics_of(features, targets, block_sizes=[1, 7, 0, 100, 2, 390])
+    assert blocks.count == whole.count == 500
+    for name in ("feature_mean", "feature_std", "target_mean", "target_std"):
+        torch.testing.assert_close(getattr(blocks, name), getattr(whole, name), rtol=1e-13, atol=0)
+    for penalties in ({}, {"l2": 0.1}, {"l1": 0.05, "l2": 0.01, "standardize": True}):
+        for blocked, single in zip(blocks.solve(**penalties), whole.solve(**penalties), strict=True):
+            torch.testing.assert_close(blocked, single, rtol=1e-11, atol=1e-12)
+
+
+def test_large_offsets_and_mixed_scales_keep_the_answer_accurate():
+    # raw sums of squares of 10⁴ ± 1 keep 8 digits of the variance; this gets the bias ~100% wrong
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(2000, 2, generator=generator, dtype=torch.float64) * torch.tensor([1.0, 1000.0]) + 1e4
+    true_w = torch.tensor([0.7, -0.003], dtype=torch.float64)
+    targets = features @ true_w + 2.5
+    weight, bias = least_squares(features, targets, rows_at_once=256)
+    assert float(((weight - true_w) / true_w).abs().max()) < 1e-8
+    assert abs(float(bias) - 2.5) / 2.5 < 1e-8
+
+
+def test_standardization_is_the_population_mean_and_std_and_a_constant_column_gets_scale_1():
+    features, targets = regression(rows=300)
+    features[:, 2] = 0.1  # the mean of 0.1s is not exactly 0.1: the centred values are not exactly 0
+    statistics = statistics_of(features, targets, block_sizes=[100, 150, 50])
+    result = statistics.standardization()
+    assert set(result) == {"feature_mean", "feature_scale", "target_mean", "target_scale"}
+    assert all(type(value) is float for values in result.values() for value in values)
+    x, y = features.numpy(), targets.numpy()
+    np.testing.assert_allclose(result["feature_mean"], x.mean(0), rtol=1e-13)
+    expected_scale = x.std(0, ddof=0)
+    expected_scale[2] = 1.0
+    np.testing.assert_allclose(result["feature_scale"], expected_scale, rtol=1e-12)
+    assert result["feature_scale"][2] == 1.0
+    np.testing.assert_allclose(result["target_mean"], [y.mean()], rtol=1e-13)
+    np.testing.assert_allclose(result["target_scale"], [y.std(ddof=0)], rtol=1e-12)
+    # the constant column gets weight 0 and the others are the least-squares answer without it
+    weight, bias = statistics.solve()
+    assert weight[2] == 0.0
+    design = torch.cat([features[:, [0, 1, 3, 4, 5]], torch.ones(300, 1, dtype=torch.float64)], dim=1)
+    expected = torch.linalg.lstsq(design, targets.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+    torch.testing.assert_close(weight[[0, 1, 3, 4, 5]], expected[:-1], rtol=0, atol=1e-10)
+
+
+def test_a_constant_target_gets_scale_1_and_is_predicted_by_the_bias_alone():
+    features, _ = regression(rows=30)
+    statistics = statistics_of(features, torch.full((30,), 0.1, dtype=torch.float64))
+    assert statistics.standardization()["target_scale"] == [1.0]
+    for penalties in ({}, {"l2": 0.1, "standardize": True}, {"l1": 0.1}):
+        weight, bias = statistics.solve(**penalties)
+        assert float(weight.abs().max()) < 1e-15 and float(bias) == pytest.approx(0.1, abs=1e-15)
+
+
+@pytest.mark.parametrize("l2", [0.0, 1e-3, 0.5])
+def test_ridge_matches_the_penalised_normal_equations_built_by_hand(l2):
+    features, targets = regression()
+    weight, bias = statistics_of(features, targets, block_sizes=[200, 300]).solve(l2=l2)
+    expected_w, expected_b = penalised_by_hand(features, targets, l2)
+    torch.testing.assert_close(weight, expected_w, rtol=0, atol=1e-10)
+    assert float(bias) == pytest.approx(expected_b, abs=1e-10)
+
+
+def test_standardized_ridge_is_ridge_on_standardised_data_converted_back():
+    features, targets = regression()
+    features[:, 1] *= 50  # a column the standardised penalty treats very differently from the raw one
+    z, t, to_raw = standardized(features, targets)
+    expected_w, expected_b = to_raw(*penalised_by_hand(z, t, 0.2))
+    weight, bias = statistics_of(features, targets, block_sizes=[250, 250]).solve(l2=0.2, standardize=True)
+    torch.testing.assert_close(weight, expected_w, rtol=0, atol=1e-10)
+    assert float(bias) == pytest.approx(float(expected_b), abs=1e-10)
+    raw_w, _ = statistics_of(features, targets).solve(l2=0.2)
+    assert float((raw_w - weight).abs().max()) > 1e-3  # the two conventions really differ here
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.05], ids=["lasso", "elastic-net"])
+def test_lasso_keeps_exactly_the_true_support_and_satisfies_the_optimality_conditions(l2):
+    features, targets = sparse_regression()
+    l1 = 0.1
+    weight, bias = statistics_of(features, targets, block_sizes=[150, 250]).solve(l1=l1, l2=l2)
+    assert torch.nonzero(weight).flatten().tolist() == TRUE_SUPPORT
+    off = [j for j in range(20) if j not in TRUE_SUPPORT]
+    assert all(weight[j].item() == 0.0 for j in off)
+    gradient = smooth_gradient(features, targets, weight, bias, l2)
+    on = torch.tensor(TRUE_SUPPORT)
+    assert float((gradient[on] + l1 * weight[on].sign()).abs().max()) < 1e-8
+    assert float(gradient[off].abs().max()) <= l1 + 1e-10
+    assert abs(float((targets - features @ weight - bias).mean())) < 1e-12  # the unpenalised bias is optimal
+
+
+def test_standardized_lasso_is_lasso_on_standardised_data_converted_back():
+    features, targets = sparse_regression()
+    features[:, 4] *= 30
+    z, t, to_raw = standardized(features, targets)
+    expected_w, expected_b = to_raw(*statistics_of(z, t).solve(l1=0.05, l2=0.01))
+    weight, bias = statistics_of(features, targets, block_sizes=[399, 1]).solve(l1=0.05, l2=0.01, standardize=True)
+    torch.testing.assert_close(weight, expected_w, rtol=0, atol=1e-10)
+    assert float(bias) == pytest.approx(float(expected_b), abs=1e-10)
+    assert torch.equal(weight == 0, expected_w == 0)
+
+
+@pytest.mark.parametrize(
+    "l1, l2, standardize", [(0, 0, False), (0, 0.1, False), (0.1, 0, False), (0.1, 0.05, False), (0.05, 0.02, True)]
+)
+def test_no_small_step_away_from_the_solution_lowers_the_objective(l1, l2, standardize):
+    features, targets = sparse_regression()
+    features[:, :3] *= 10
+    weight, bias = statistics_of(features, targets).solve(l1=l1, l2=l2, standardize=standardize)
+    if standardize:  # the objective is in standardised units there
+        weight, bias = to_standardized_units(features, targets, weight, bias)
+        features, targets, _ = standardized(features, targets)
+    best = objective(features, targets, weight, bias, l1, l2)
+    solution = torch.cat([weight, bias.reshape(1)])
+    step = 1e-4
+    generator = torch.Generator().manual_seed(3)
+    directions = [*torch.eye(21, dtype=torch.float64), *-torch.eye(21, dtype=torch.float64)]
+    directions += list(torch.randn(30, 21, generator=generator, dtype=torch.float64))
+    for direction in directions:
+        moved = solution + step * direction / direction.norm()
+        assert objective(features, targets, moved[:-1], moved[-1], l1, l2) > best
+
+
+# sklearn's objectives as its documentation states them (sklearn is not a dependency), and our penalties for them
+@pytest.mark.parametrize(
+    "estimator, alpha, l1_ratio",
+    [("Ridge", 4.0, 0.0), ("Lasso", 0.05, 1.0), ("ElasticNet", 0.08, 0.5)],
+)
+def test_the_documented_sklearn_alpha_gives_the_sklearn_optimum(estimator, alpha, l1_ratio):
+    features, targets = sparse_regression()
+    rows = len(targets)
+    if estimator == "Ridge":  # ||y - Xw||² + alpha·||w||²
+        l1, l2 = 0.0, alpha / rows
+    else:  # 1/(2n)·||y - Xw||² + alpha·l1_ratio·||w||₁ + alpha·(1 - l1_ratio)/2·||w||²
+        l1, l2 = 2 * alpha * l1_ratio, alpha * (1 - l1_ratio)
+    weight, bias = statistics_of(features, targets).solve(l1=l1, l2=l2)
+    residual = targets - features @ weight - bias
+    if estimator == "Ridge":
+        gradient, sklearn_l1 = -2 * features.T @ residual + 2 * alpha * weight, 0.0
+    else:
+        gradient = -features.T @ residual / rows + alpha * (1 - l1_ratio) * weight
+        sklearn_l1 = alpha * l1_ratio
+    on = weight != 0
+    scale = rows if estimator == "Ridge" else 0.5  # sklearn's objective is this multiple of ours
+    assert float((gradient[on] + sklearn_l1 * weight[on].sign()).abs().max()) < 1e-8 * scale
+    assert all(abs(float(gradient[j])) <= sklearn_l1 + 1e-10 for j in range(20) if not on[j])
+    assert int(on.sum()) == (20 if estimator == "Ridge" else 5)  # the L1 part, where there is one, does something
+
+
+@pytest.mark.parametrize("estimator, alpha, l1_ratio", [("Lasso", 0.05, 1.0), ("ElasticNet", 0.08, 0.5)])
+def test_the_documented_alpha_for_a_standard_scaler_pipeline_gives_its_optimum(estimator, alpha, l1_ratio):
+    # make_pipeline(StandardScaler(), estimator) on the raw target: the estimator's objective on z
+    features, targets = sparse_regression()
+    targets = 7 * targets  # a target std far from 1, so that dividing l1 by it matters
+    target_std = float(targets.std(unbiased=False))
+    l1, l2 = 2 * alpha * l1_ratio / target_std, alpha * (1 - l1_ratio)
+    weight, bias = statistics_of(features, targets).solve(l1=l1, l2=l2, standardize=True)
+    z = (features - features.mean(0)) / features.std(0, unbiased=False)
+    u = weight * features.std(0, unbiased=False)  # the pipeline's weights on z
+    residual = targets - targets.mean() - z @ u
+    gradient = -z.T @ residual / len(targets) + alpha * (1 - l1_ratio) * u
+    on = u != 0
+    assert 5 <= int(on.sum()) < 20  # the L1 part does something
+    assert float((gradient[on] + alpha * l1_ratio * u[on].sign()).abs().max()) < 1e-8
+    assert all(abs(float(gradient[j])) <= alpha * l1_ratio + 1e-10 for j in range(20) if not on[j])
+
+
+@pytest.mark.parametrize(
+    "penalties, message",
+    [
+        ({"l1": -0.5}, "l1 must be a finite number >= 0 (0 turns the penalty off), got -0.5"),
+        ({"l2": float("nan")}, "l2 must be a finite number >= 0 (0 turns the penalty off), got nan"),
+        ({"l1": 0.1, "l2": float("inf")}, "l2 must be a finite number >= 0 (0 turns the penalty off), got inf"),
+        ({"l2": "0.1"}, "l2 must be a finite number >= 0 (0 turns the penalty off), got '0.1'"),
+        ({"l1": 0.1, "tol": 0.0}, "tol must be a finite number > 0, got 0.0"),
+        ({"l1": 0.1, "max_sweeps": 0}, "max_sweeps must be an integer >= 1, got 0"),
+    ],
+)
+def test_a_bad_setting_is_a_config_error_naming_it(penalties, message):
+    statistics = statistics_of(*regression(rows=20))
+    with pytest.raises(ConfigError) as error:
+        statistics.solve(**penalties)
+    assert str(error.value) == message
+
+
+def test_coordinate_descent_that_runs_out_of_sweeps_says_so():
+    generator = torch.Generator().manual_seed(4)
+    base = torch.randn(200, 1, generator=generator, dtype=torch.float64)
+    features = base + 0.1 * torch.randn(200, 3, generator=generator, dtype=torch.float64)  # strongly correlated
+    targets = features @ torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64)
+    statistics = statistics_of(features, targets)
+    with pytest.raises(RuntimeError, match=r"did not converge in 5 sweeps.*raise max_sweeps or tol"):
+        statistics.solve(l1=1e-6, max_sweeps=5)
+    weight, _ = statistics.solve(l1=1e-6)  # the default limit is enough
+    assert float((weight - torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64)).abs().max()) < 1e-3
+
+
+def test_no_rows_or_mismatched_blocks_are_value_errors():
+    statistics = NormalEquations()
+    with pytest.raises(ValueError, match="no rows yet"):
+        statistics.solve()
+    statistics.update(torch.zeros(4, 3), torch.zeros(4))
+    with pytest.raises(ValueError, match="this block has 2 features, the earlier ones had 3"):
+        statistics.update(torch.zeros(4, 2), torch.zeros(4))
+    with pytest.raises(ValueError, match=r"expected features \[n, d\] and targets \[n\]"):
+        statistics.update(torch.zeros(4, 3), torch.zeros(5))
