@@ -11,11 +11,10 @@ gathers a whole batch with one index operation. Synthetic data larger than memor
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
@@ -24,6 +23,7 @@ from typing_extensions import override
 from linreg_pl.batches import BatchIndexSampler, TensorBatchLoader
 from linreg_pl.closed_form import NormalEquations
 from linreg_pl.errors import ConfigError
+from linreg_pl.tables import column_names, read_table
 
 Split = tuple[Tensor, ...]
 
@@ -86,6 +86,11 @@ def synthetic_truth(
     return torch.tensor(true_w, dtype=torch.float32)
 
 
+def _for_training(tensor: Tensor, device: torch.device) -> Tensor:
+    """Values as float32 on the training device; row numbers stay integers."""
+    return tensor.to(device, torch.float32) if tensor.is_floating_point() else tensor.to(device)
+
+
 class RegressionDataModule(LightningDataModule):
     """Splits `(features, targets)` from `load_tensors()` into train/val/test and serves fast batches.
 
@@ -123,7 +128,7 @@ class RegressionDataModule(LightningDataModule):
         self.splits: dict[str, Split] = {}
 
     def load_tensors(self) -> tuple[Tensor, Tensor]:
-        """All examples as `(features [n, d] float32, targets [n] float32)`."""
+        """All examples as `(features [n, d], targets [n])`, float32 or float64 (trained on as float32)."""
         raise NotImplementedError
 
     def load_predict_tensors(self) -> tuple[Tensor, Tensor] | None:
@@ -168,11 +173,11 @@ class RegressionDataModule(LightningDataModule):
         # In-memory data live on the GPU once, not copied there batch by batch.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         for split, tensors in self._load_splits().items():
-            self.splits[split] = tuple(t.to(device) for t in tensors)
+            self.splits[split] = tuple(_for_training(t, device) for t in tensors)
         if stage == "predict":
             given = self.load_predict_tensors()
             features, rows = (self.splits["test"][0], self.splits["test"][2]) if given is None else given
-            self.splits["predict"] = (features.to(device), rows.to(device))
+            self.splits["predict"] = (_for_training(features, device), rows.to(device))
 
     def _loader(self, split: str, shuffle: bool = False, even_shards: bool = False) -> TensorBatchLoader:
         """Batches of one split: `(features, targets)`, or `(features, row numbers)` to predict."""
@@ -262,7 +267,8 @@ class SyntheticRegressionDataModule(RegressionDataModule):
 
 
 class TableRegressionDataModule(RegressionDataModule):
-    """A table from a file: CSV with a header row, `.npz` (one array per column) or `.npy` (2-D).
+    """A table from a file: CSV (`,` `;` or tab separated, with a header row), Parquet (a file, a folder of
+    part files or a glob), `.npz` (one array per column) or `.npy` (2-D); see `linreg_pl.tables`.
 
     Features and target are standardised with training-split statistics that the model stores, so
     `predict` on a new file of raw features gives predictions in the original units.
@@ -296,20 +302,19 @@ class TableRegressionDataModule(RegressionDataModule):
         self.path = path
         self.target = target
         self.predict_path = predict_path
-        # Read now: a bad file is reported before training starts, and num_inputs is known for the model.
-        columns = read_table(path)
-        if target not in columns:
-            raise ConfigError(f"{path}: no target column {target!r}; columns are {sorted(columns)}")
-        self.features = list(features) if features is not None else [c for c in columns if c != target]
+        available = column_names(path)
+        if target not in available:
+            raise ConfigError(f"{path}: no target column {target!r}; columns are {available}")
+        self.features = list(features) if features is not None else [c for c in available if c != target]
         if target in self.features:
-            raise ConfigError(f"{path}: the target {target!r} is listed among the features; remove it from features")
-        missing = [c for c in self.features if c not in columns]
-        if missing:
-            raise ConfigError(f"{path}: no feature column(s) {missing}; columns are {sorted(columns)}")
+            raise ConfigError(f"{path}: the target {target!r} is also listed in features; list only the inputs")
         if not self.features:
             raise ConfigError(f"{path}: no feature columns besides the target {target!r}")
-        self._features = torch.stack([columns[c] for c in self.features], dim=1)
-        self._targets = columns[target]
+        # Read now: a bad file is reported before training starts, and num_inputs is known for the model.
+        # Float64 until `setup`: the standardisation statistics are computed in float64.
+        columns = read_table(path, [*self.features, target])
+        self._features = torch.from_numpy(np.stack([columns[c] for c in self.features], axis=1))
+        self._targets = torch.tensor(columns[target])  # a copy: pyarrow's arrays are read-only
         self.split_sizes(len(self._targets))
         self.num_inputs = len(self.features)
 
@@ -321,74 +326,6 @@ class TableRegressionDataModule(RegressionDataModule):
     def load_predict_tensors(self) -> tuple[Tensor, Tensor] | None:
         if self.predict_path is None:
             return None
-        columns = read_table(self.predict_path)
-        missing = [c for c in self.features if c not in columns]
-        if missing:
-            raise ConfigError(f"{self.predict_path}: no feature column(s) {missing}; columns are {sorted(columns)}")
-        features = torch.stack([columns[c] for c in self.features], dim=1)
+        columns = read_table(self.predict_path, self.features)
+        features = torch.from_numpy(np.stack([columns[c] for c in self.features], axis=1))
         return features, torch.arange(len(features))
-
-
-def read_table(path: str) -> dict[str, Tensor]:
-    """Columns of a CSV/.npz/.npy file as float32 tensors; every cell must be a finite number."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"data file {path!r} does not exist")
-    suffix = file.suffix.lower()
-    if suffix == ".npz" or suffix == ".npy":
-        import numpy as np  # only file data need numpy
-
-        try:
-            loaded = np.load(file, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise ConfigError(f"{path}: not a readable {suffix} file ({error})") from None
-        if suffix == ".npz":
-            raw = {key: loaded[key] for key in loaded.files}
-        elif loaded.ndim == 2:
-            raw = {str(i): loaded[:, i] for i in range(loaded.shape[1])}
-        else:
-            raise ConfigError(f"{path}: a .npy table must be 2-D (rows x columns), got shape {loaded.shape}")
-        columns = {}
-        for name, values in raw.items():
-            if values.ndim != 1 or not np.issubdtype(values.dtype, np.number):
-                raise ConfigError(
-                    f"{path}: column {name!r} must be a 1-D numeric array, got {values.dtype} {values.shape}"
-                )
-            columns[name] = torch.from_numpy(values.astype(np.float32))
-    else:
-        columns = _read_csv(file)
-    lengths = {len(v) for v in columns.values()}
-    if not columns or lengths == {0}:
-        raise ConfigError(f"{path}: the file holds no data rows")
-    if len(lengths) > 1:
-        raise ConfigError(f"{path}: columns have different lengths {sorted(lengths)}")
-    for name, values in columns.items():
-        bad = (~torch.isfinite(values)).nonzero()
-        if len(bad):
-            row = int(bad[0])
-            raise ConfigError(
-                f"{path}: column {name!r} has a NaN or infinite value in data row {row + 1}; "
-                "every cell must be a finite number"
-            )
-    return columns
-
-
-def _read_csv(file: Path) -> dict[str, Tensor]:
-    with file.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header:
-            raise ConfigError(f"{file}: the file is empty; expected a header row of column names and data rows")
-        header = [name.strip() for name in header]
-        values: list[list[float]] = [[] for _ in header]
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise ConfigError(f"{file}: line {line} has {len(row)} cells, the header has {len(header)}")
-            for name, column, cell in zip(header, values, row, strict=True):
-                try:
-                    column.append(float(cell))
-                except ValueError:
-                    raise ConfigError(f"{file}: line {line}, column {name!r}: {cell!r} is not a number") from None
-    return {name: torch.tensor(column, dtype=torch.float32) for name, column in zip(header, values, strict=True)}
