@@ -297,27 +297,20 @@ def streaming_section(device: str, examples: int) -> list[str]:
         accelerator,
         "--trainer.max_epochs",
         "1",
-        "--data.init_args.num_inputs",
+        "--data.num_inputs",
         "100",
-        "--data.init_args.true_w",
+        "--data.true_w",
         "null",
-        "--data.init_args.batch_size",
+        "--data.batch_size",
         "4096",
         "--trainer.enable_model_summary",
         "false",
     ]
     with tempfile.TemporaryDirectory() as work:
-        streaming = common + [
-            "--data.init_args.num_examples",
-            str(examples),
-            "--data.init_args.streaming",
-            "true",
-            "--data.init_args.num_workers",
-            "1",
-        ]
+        streaming = common + ["--config", str(ROOT / "configs" / "stream.yaml"), "--data.num_examples", str(examples)]
         wall, peak, output = run_measured(streaming, work)
         rate = _reported_rate(output)
-        in_memory = common + ["--data.init_args.num_examples", "1111112"]
+        in_memory = common + ["--data.num_examples", "1111112"]
         _, peak_memory_path, output_memory = run_measured(in_memory, work)
         rate_memory = _reported_rate(output_memory)
     lines.append("| path | examples x features | peak memory (process tree, PSS) | training samples/s |")
