@@ -313,6 +313,11 @@ class TableRegressionDataModule(RegressionDataModule):
         self.split_sizes(len(self._targets))
         self.num_inputs = len(self.features)
 
+    @property
+    def feature_names(self) -> list[str]:
+        """The feature columns in the model's input order (linked into the model by the CLI)."""
+        return self.features
+
     @override
     def load_tensors(self) -> tuple[Tensor, Tensor]:
         return self._features, self._targets
