@@ -103,6 +103,8 @@ class RegressionDataModule(LightningDataModule):
             (`standardization`, linked into the model by the CLI), so it trains on standardised values.
     """
 
+    feature_names: list[str] | None = None  # column names, for tables (the CLI links them into the model)
+
     def __init__(
         self,
         batch_size: int = 32,

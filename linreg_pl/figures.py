@@ -88,6 +88,7 @@ def plot_fit(
     loss_axes.plot(epochs, train_loss, marker=".", label="training")
     loss_axes.plot(epochs, val_loss, marker=".", label="validation")
     loss_axes.set_yscale("log")
+    loss_axes.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     loss_axes.set(title="Loss per epoch", xlabel="epoch", ylabel="mean squared error")
     loss_axes.legend()
 

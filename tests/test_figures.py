@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import struct
 import warnings
@@ -9,8 +10,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, run_cli, version_dir
 
 from linreg_pl import figures
+from linreg_pl.callbacks import FitPlot
 from linreg_pl.errors import ConfigError
 from linreg_pl.figures import MAX_POINTS, plot_fit, plots_available
 
@@ -126,3 +129,63 @@ def test_without_matplotlib_plot_fit_names_the_install_command(tmp_path, monkeyp
         plot_fit(tmp_path / "fit.png", **fit_inputs())
     assert str(error.value) == 'plotting needs matplotlib, the `plots` extra: pip install -e ".[plots]"'
     assert not (tmp_path / "fit.png").exists()
+
+
+# FitPlot, the callback in configs/default.yaml: a real run (fast_dev_run logs nothing) writes fit.png
+
+
+@needs_matplotlib
+def test_fit_writes_fit_png_in_the_run_directory(isolated, capsys):
+    cli = run_cli("fit")
+    path = version_dir(isolated) / "fit.png"
+    assert png_size(path) == (1600, 400)  # four panels: synthetic data know their true parameters
+    assert f"wrote the fit plot to {cli.trainer.log_dir}/fit.png" in capsys.readouterr().out
+    plot = next(c for c in cli.trainer.callbacks if isinstance(c, FitPlot))
+    assert plot.epochs == [1, 2, 3]
+    metrics = list(csv.DictReader((version_dir(isolated) / "metrics.csv").open()))
+    assert plot.train_loss == pytest.approx([float(r["train/loss"]) for r in metrics if r["train/loss"]])
+    assert plot.val_loss == pytest.approx([float(r["val/loss"]) for r in metrics if r["val/loss"]])
+
+
+@needs_matplotlib
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="needs tensorboard")
+def test_fit_logs_the_figure_to_tensorboard(isolated):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_cli("fit", "--config", str(ROOT / "configs" / "tensorboard.yaml"), "--trainer.max_epochs", "1")
+    events = EventAccumulator(str(version_dir(isolated)), size_guidance={"images": 0})
+    events.Reload()
+    assert events.Tags()["images"] == ["fit"]
+    (image,) = events.Images("fit")
+    assert image.encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n" and (image.width, image.height) == (1600, 400)
+    assert (version_dir(isolated) / "fit.png").is_file()
+
+
+def test_fit_without_matplotlib_says_which_extra_once_and_finishes(isolated, capsys, monkeypatch):
+    real_find_spec = figures.importlib.util.find_spec
+    monkeypatch.setattr(
+        figures.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real_find_spec(name)
+    )
+    run_cli("fit", "--trainer.max_epochs", "1")
+    out = capsys.readouterr().out
+    assert out.count("FitPlot: no fit.png") == 1
+    assert 'FitPlot: no fit.png: plotting needs matplotlib, the `plots` extra: pip install -e ".[plots]"\n' in out
+    assert not (version_dir(isolated) / "fit.png").exists()
+    assert (version_dir(isolated) / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_fit_on_data_without_in_memory_splits_skips_the_plot_in_one_line(isolated, capsys):
+    run_cli(
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "stream.yaml"),
+        "--data.num_examples",
+        "20000",
+        "--data.chunk_size",
+        "2000",
+        "--trainer.max_epochs",
+        "1",
+    )
+    out = capsys.readouterr().out
+    assert out.count("FitPlot: no fit.png") == 1 and "no in-memory splits" in out
+    assert (version_dir(isolated) / "checkpoints" / "last.ckpt").is_file()
