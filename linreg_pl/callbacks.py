@@ -199,6 +199,8 @@ class FitPlot(Callback):
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # every process asks: `trainer.log_dir` broadcasts rank zero's directory to the others under DDP
+        path = os.path.join(trainer.log_dir or ".", "fit.png")
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return
         if not plots_available():
@@ -224,7 +226,6 @@ class FitPlot(Callback):
             learned_w, learned_b = pl_module.learned_parameters()
             learned, truth = [*learned_w.tolist(), float(learned_b)], [*true_w.tolist(), float(true_b)]
             names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
-        path = os.path.join(trainer.log_dir or ".", "fit.png")
         figure = plot_fit(
             path,
             epochs=self.epochs,
