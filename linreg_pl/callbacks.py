@@ -1,6 +1,7 @@
-"""Callbacks: the end-of-fit report, the divergence guard, the interrupt checkpoint, the predictions file.
+"""Callbacks: the end-of-fit report and picture, the divergence guard, the interrupt checkpoint, the
+predictions file.
 
-    python -m linreg_pl fit --config configs/default.yaml      # ParameterReport prints the table
+    python -m linreg_pl fit --config configs/default.yaml      # ParameterReport prints the table, FitPlot draws fit.png
     python -m linreg_pl predict --config configs/default.yaml --ckpt_path .../last.ckpt
 
 `configs/default.yaml` lists them under `trainer.callbacks`.
@@ -17,12 +18,14 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torchmetrics.functional import mean_squared_error, r2_score
 from typing_extensions import override
 
 from linreg_pl.closed_form import least_squares
+from linreg_pl.figures import plot_fit, plots_available
 
 
 class DivergenceError(RuntimeError):
@@ -150,6 +153,97 @@ class ParameterReport(Callback):
 def _scores(predictions: Tensor, targets: Tensor) -> tuple[float, float]:
     r2 = float(r2_score(predictions, targets)) if len(targets) > 1 else float("nan")
     return float(mean_squared_error(predictions, targets)), r2
+
+
+class FitPlot(Callback):
+    """At the end of `fit`, draws `fit.png` in the run's log directory (and logs it to TensorBoard).
+
+    Panels: training and validation loss per epoch; predicted against actual targets on the validation
+    split (else test, else training) with the closed-form least-squares predictions beside the model's;
+    the residuals; and, for synthetic data, learned against true parameters. Drawn once, on rank zero.
+
+    What it reads: the data module's in-memory `splits` (without them, e.g. streamed or a user's own
+    data, it says so in one line and draws nothing), the model's `learned_parameters()` and the data's
+    `true_w`/`true_b` for the last panel. matplotlib is the `plots` extra: without it, one line says so.
+    """
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.epochs: list[int] = []
+        self.train_loss: list[float] = []
+        self.val_loss: list[float] = []
+        self._finished_epoch: int | None = None
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finished_epoch = trainer.current_epoch
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._record_finished_epoch(trainer)
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._record_finished_epoch(trainer)
+
+    def _record_finished_epoch(self, trainer: Trainer) -> None:
+        # read once the epoch is wholly over: the model logs train/loss in its own on_train_epoch_end,
+        # which runs after the callbacks'
+        if self._finished_epoch is None:
+            return
+        metrics = trainer.callback_metrics
+        self.epochs.append(self._finished_epoch + 1)
+        self.train_loss.append(float(metrics["train/loss"]) if "train/loss" in metrics else float("nan"))
+        self.val_loss.append(float(metrics["val/loss"]) if "val/loss" in metrics else float("nan"))
+        self._finished_epoch = None
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # every process asks: `trainer.log_dir` broadcasts rank zero's directory to the others under DDP
+        path = os.path.join(trainer.log_dir or ".", "fit.png")
+        if not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        if not plots_available():
+            message = 'plotting needs matplotlib, the `plots` extra: pip install -e ".[plots]"'
+            print(f"FitPlot: no fit.png: {message}", flush=True)
+            return
+        splits = getattr(trainer.datamodule, "splits", None) or {}
+        name = next((n for n in ("val", "test", "train") if n in splits and len(splits[n][0])), None)
+        if name is None:
+            print("FitPlot: no fit.png: the data module holds no in-memory splits (`splits`) to plot", flush=True)
+            return
+        features, targets = splits[name][:2]
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            predicted = pl_module(features).reshape(-1).cpu()
+        pl_module.train(was_training)
+        features, targets = features.cpu().double(), targets.cpu()
+        closed_w, closed_b = least_squares(*(t.cpu() for t in splits["train"][:2]))
+        learned = truth = names = None
+        true_w, true_b = getattr(trainer.datamodule, "true_w", None), getattr(trainer.datamodule, "true_b", None)
+        if true_w is not None and true_b is not None and hasattr(pl_module, "learned_parameters"):
+            learned_w, learned_b = pl_module.learned_parameters()
+            learned, truth = [*learned_w.tolist(), float(learned_b)], [*true_w.tolist(), float(true_b)]
+            names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
+        figure = plot_fit(
+            path,
+            epochs=self.epochs,
+            train_loss=self.train_loss,
+            val_loss=self.val_loss,
+            actual=targets,
+            predicted=predicted,
+            closed_form_predicted=features @ closed_w + closed_b,
+            split_name={"val": "validation", "test": "test", "train": "training"}[name],
+            learned=learned,
+            truth=truth,
+            parameter_names=names,
+        )
+        self.path = path
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure("fit", figure, global_step=trainer.global_step, close=False)
+        print(f"wrote the fit plot to {path}", flush=True)
 
 
 class DivergenceGuard(Callback):

@@ -7,10 +7,12 @@ Each problem is one `ConfigError` line instead of a traceback from deep inside `
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
 import torch
+from lightning.pytorch import LightningModule
 
 from linreg_pl.errors import ConfigError
 
@@ -45,3 +47,29 @@ def check_checkpoint(path: str, model: torch.nn.Module) -> None:
     if wrong or missing:
         detail = "; ".join(wrong + [f"{key} missing" for key in missing])
         raise ConfigError(f"checkpoint {path!r} belongs to a model of another shape: {detail}")
+
+
+def load_module(path: str) -> LightningModule:
+    """The LightningModule saved in the checkpoint at `path`, rebuilt from its hyperparameters, on the CPU.
+
+    A checkpoint written through the CLI names its class (`_class_path`); that class is imported and
+    `load_from_checkpoint` rebuilds it, so a user's own LightningModule loads too. Without a name it is
+    a `LinearRegression`. Every problem is one `ConfigError` line.
+    """
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    class_path = hparams.get("_class_path", "linreg_pl.model.LinearRegression")
+    module_name, _, class_name = str(class_path).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(
+            f"checkpoint {path!r} holds a {class_path}, which cannot be imported here ({type(error).__name__}: {error})"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
+        raise ConfigError(f"checkpoint {path!r} names {class_path}, which is not a LightningModule")
+    try:
+        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's "size mismatch for linear.weight ...", an init argument refused
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise ConfigError(f"checkpoint {path!r} does not rebuild its {class_name}: {reason}") from None

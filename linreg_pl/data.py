@@ -108,6 +108,8 @@ class RegressionDataModule(LightningDataModule):
             (`standardization`, linked into the model by the CLI), so it trains on standardised values.
     """
 
+    feature_names: list[str] | None = None  # column names, for tables (the CLI links them into the model)
+
     def __init__(
         self,
         batch_size: int = 32,
@@ -317,6 +319,11 @@ class TableRegressionDataModule(RegressionDataModule):
         self._targets = torch.tensor(columns[target])  # a copy: pyarrow's arrays are read-only
         self.split_sizes(len(self._targets))
         self.num_inputs = len(self.features)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The feature columns in the model's input order (linked into the model by the CLI)."""
+        return self.features
 
     @override
     def load_tensors(self) -> tuple[Tensor, Tensor]:

@@ -62,6 +62,8 @@ class LinearRegression(LightningModule):
             "target_mean": [m], "target_scale": [s]}` (the CLI links them from the data module), or None
             to train on raw values. With them the model still takes raw features and predicts in the
             target's original units: `Standardize` layers are part of the network and of its checkpoint.
+        feature_names: the name of each input column, in input order (the CLI links them from a table's
+            data module), or None; kept in the checkpoint so an exported model says what it takes.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class LinearRegression(LightningModule):
         optimizer: OptimizerCallable = torch.optim.SGD,
         scheduler: LRSchedulerCallable | None = None,
         standardization: dict[str, list[float]] | None = None,
+        feature_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         # the optimiser and scheduler are callables: the CLI's saved config.yaml records them instead
@@ -79,6 +82,10 @@ class LinearRegression(LightningModule):
             raise ConfigError(f"LinearRegression: num_inputs must be an integer >= 1, got {num_inputs!r}")
         if not (math.isfinite(init_std) and init_std >= 0):
             raise ConfigError(f"LinearRegression: init_std must be a finite number >= 0, got {init_std!r}")
+        if feature_names is not None and len(feature_names) != num_inputs:
+            raise ConfigError(
+                f"LinearRegression: {len(feature_names)} feature_names for num_inputs {num_inputs}; give one per input"
+            )
         self.optimizer = optimizer
         self.scheduler = scheduler
         statistics = standardization or {}

@@ -224,6 +224,8 @@ class SyntheticStreamDataModule(LightningDataModule):
         chunk_size: examples per chunk, rounded up to a multiple of `batch_size`.
     """
 
+    feature_names: list[str] | None = None  # synthetic columns have no names (the CLI links this)
+
     def __init__(
         self,
         num_inputs: int = 1,

@@ -1,0 +1,248 @@
+"""The exported files predict what the model predicts, at any batch size, and export says nothing."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli, version_dir
+from torch import Tensor, nn
+
+from linreg_pl import export as export_module
+from linreg_pl.cli import main
+from linreg_pl.errors import ConfigError
+from linreg_pl.export import FORMATS, ONNX_OPSET, export_model
+
+# the `export` extra; without it only the torch.export half is tested
+ONNX_INSTALLED = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
+needs_onnx = pytest.mark.skipif(not ONNX_INSTALLED, reason='needs the `export` extra: pip install -e ".[export]"')
+
+
+class Standardize(nn.Module):
+    def __init__(self, mean: Tensor, scale: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("scale", scale)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return (features - self.mean) / self.scale
+
+
+class StandInRegression(nn.Module):
+    """The project's model in miniature: standardise, nn.Linear, squeeze, back to the target's units."""
+
+    def __init__(self, num_inputs: int, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.standardize = Standardize(
+            torch.randn(num_inputs, generator=generator) * 3 + 5, torch.rand(num_inputs, generator=generator) * 4 + 0.5
+        )
+        self.linear = nn.Linear(num_inputs, 1)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(1, num_inputs, generator=generator))
+            self.linear.bias.fill_(0.7)
+        self.register_buffer("target_mean", torch.tensor(12.5))
+        self.register_buffer("target_scale", torch.tensor(3.25))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear(self.standardize(features)).squeeze(-1) * self.target_scale + self.target_mean
+
+
+def features(batch: int, num_inputs: int) -> np.ndarray:
+    # around the stand-in's feature means, like real data
+    return (np.random.default_rng(batch).normal(5.0, 3.0, size=(batch, num_inputs))).astype(np.float32)
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Within 1e-5 relative to the predictions' scale.
+
+    Not element by element: ONNX Runtime's Gemm sums in another order than torch, so a prediction
+    near 0 keeps the float32 rounding of the larger terms (measured, 2 inputs, batch 1000: at most
+    1.9e-6 apart on predictions up to 28, 7e-8 of the scale, but 6.6e-5 relative to one near 0).
+    """
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+
+
+@pytest.fixture(scope="module", params=[2, 10], ids=lambda n: f"{n}_inputs")
+def exported(request, tmp_path_factory):
+    """The stand-in model and its two exports, written once per feature count."""
+    num_inputs = request.param
+    model = StandInRegression(num_inputs)
+    folder = tmp_path_factory.mktemp(f"export_{num_inputs}")
+    onnx_path = export_model(model, num_inputs, folder / "model.onnx") if ONNX_INSTALLED else None
+    return model, onnx_path, export_model(model, num_inputs, folder / "model.pt2")
+
+
+@needs_onnx
+@pytest.mark.parametrize("batch", [1, 1000])
+def test_onnx_predicts_what_the_model_predicts(exported, batch):
+    import onnxruntime
+
+    model, onnx_path, _ = exported
+    x = features(batch, model.linear.in_features)
+    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    (predictions,) = session.run(["predictions"], {"features": x})
+    assert predictions.dtype == np.float32 and predictions.shape == (batch,)
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    assert_close(predictions, expected)
+
+
+@pytest.mark.parametrize("batch", [1, 1000])
+def test_pt2_predicts_what_the_model_predicts(exported, batch):
+    model, _, pt2_path = exported
+    x = torch.from_numpy(features(batch, model.linear.in_features))
+    with torch.no_grad():
+        predictions = torch.export.load(pt2_path).module()(x)
+        expected = model(x)
+    assert predictions.dtype == torch.float32 and predictions.shape == (batch,)
+    assert_close(predictions.numpy(), expected.numpy())
+
+
+@needs_onnx
+def test_onnx_graph_names_a_free_batch_dimension(exported):
+    import onnx
+
+    model, onnx_path, _ = exported
+    graph = onnx.load(onnx_path)
+    onnx.checker.check_model(graph, full_check=True)
+    assert [(o.domain, o.version) for o in graph.opset_import] == [("", ONNX_OPSET)]
+    (inputs,), (outputs,) = graph.graph.input, graph.graph.output
+    assert inputs.name == "features" and outputs.name == "predictions"
+    input_shape = [d.dim_param or d.dim_value for d in inputs.type.tensor_type.shape.dim]
+    output_shape = [d.dim_param or d.dim_value for d in outputs.type.tensor_type.shape.dim]
+    assert input_shape == ["batch", model.linear.in_features] and output_shape == ["batch"]
+    assert not list(onnx_path.parent.glob("*.data"))  # one self-contained file
+
+
+@pytest.mark.parametrize("suffix", [pytest.param(".onnx", marks=needs_onnx), ".pt2"])
+def test_export_prints_no_warning_and_leaves_the_model_alone(tmp_path, capfd, suffix):
+    model = StandInRegression(3).train()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_model(model, 3, tmp_path / "nested" / f"model{suffix}")
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr() == ("", "")
+    assert path == tmp_path / "nested" / f"model{suffix}" and path.stat().st_size > 0
+    assert model.training
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+
+def test_unknown_suffix_is_a_one_line_config_error(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        export_model(StandInRegression(2), 2, tmp_path / "model.bin")
+    assert str(error.value) == (
+        f"cannot export to {tmp_path / 'model.bin'}: unknown suffix '.bin'; use .onnx (ONNX), .pt2 (torch.export)"
+    )
+
+
+def test_onnx_without_the_extra_names_the_install_command(tmp_path, monkeypatch):
+    real_find_spec = export_module.importlib.util.find_spec
+    monkeypatch.setattr(
+        export_module.importlib.util, "find_spec", lambda name: None if name == "onnxscript" else real_find_spec(name)
+    )
+    with pytest.raises(ConfigError) as error:
+        export_model(StandInRegression(2), 2, tmp_path / "model.onnx")
+    assert str(error.value) == 'ONNX export needs the `export` extra: pip install -e ".[export]"'
+    assert not (tmp_path / "model.onnx").exists()
+
+
+# the `export` subcommand, end to end: fit, predict from the checkpoint, export, run the file
+
+
+def written_predictions(path) -> np.ndarray:
+    with open(path) as handle:
+        return np.array([float(row["prediction"]) for row in csv.DictReader(handle)], dtype=np.float32)
+
+
+def run_exported(path, x: np.ndarray) -> np.ndarray:
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run(["predictions"], {"features": x})[0]
+    with torch.no_grad():
+        return torch.export.load(path).module()(torch.from_numpy(x)).numpy()
+
+
+def check_export_matches_predict(root, data_args: list[str], suffix: str, capsys) -> list[str]:
+    """Fit, predict the test split from last.ckpt, export; the file predicts what `predict` wrote."""
+    cli = run_cli("fit", *data_args, "--trainer.max_epochs", "2")
+    ckpt = str(version_dir(root) / "checkpoints" / "last.ckpt")
+    run_cli("predict", *data_args, "--ckpt_path", ckpt, "--predictions.path", "predictions.csv")
+    capsys.readouterr()
+    main(["export", "--ckpt_path", ckpt, "--output", f"model{suffix}"])
+    out = capsys.readouterr().out.splitlines()
+    expected = written_predictions(root / "predictions.csv")
+    features, _, rows = cli.datamodule.splits["test"]
+    x = features[rows.argsort()].numpy()  # predictions.csv is in row order
+    path = root / f"model{suffix}"
+    assert_close(run_exported(path, x), expected)
+    assert_close(run_exported(path, x[:1]), expected[:1])
+    assert_close(run_exported(path, np.resize(x, (1000, x.shape[1]))), np.resize(expected, 1000))
+    assert out[0] == f"wrote model{suffix} ({FORMATS[suffix]}, {path.stat().st_size:,} bytes)"
+    return out
+
+
+@pytest.mark.parametrize("suffix", [pytest.param(".onnx", marks=needs_onnx), ".pt2"])
+def test_cli_export_of_the_default_model_predicts_what_predict_wrote(isolated, capsys, suffix):
+    out = check_export_matches_predict(isolated, [], suffix, capsys)
+    assert out[1:] == [
+        'input "features": float32 [batch, 2], columns in this order: x0, x1',
+        'output "predictions": float32 [batch]',
+    ]
+
+
+@pytest.mark.parametrize("suffix", [pytest.param(".onnx", marks=needs_onnx), ".pt2"])
+def test_cli_export_of_a_standardised_table_model_keeps_units_and_column_order(isolated, capsys, suffix):
+    generator = np.random.default_rng(0)
+    size = generator.normal(1000.0, 100.0, 800)  # far from 0 and 1: standardisation matters; 640 rows train, 64 batches
+    rate = generator.normal(0.0, 0.01, 800)
+    price = 3.0 * size - 200.0 * rate + 50.0 + generator.normal(0.0, 1.0, 800)
+    lines = [f"{a},{b},{c}" for a, b, c in zip(size, rate, price, strict=True)]
+    (isolated / "table.csv").write_text("size,rate,price\n" + "\n".join(lines) + "\n")
+    table = ["--data", "TableRegressionDataModule", "--data.path", "table.csv", "--data.target", "price"]
+    out = check_export_matches_predict(isolated, [*table, "--data.features", "[rate, size]"], suffix, capsys)
+    assert out[1] == 'input "features": float32 [batch, 2], columns in this order: rate, size'
+
+
+def test_cli_export_errors_are_one_line(isolated, capsys):
+    run_cli("fit", "--trainer.max_epochs", "1")
+    ckpt = version_dir(isolated) / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["state_dict"]["linear.weight"] = torch.zeros(1, 3)
+    torch.save(checkpoint, isolated / "other_shape.ckpt")
+    (isolated / "corrupt.ckpt").write_bytes(ckpt.read_bytes()[:100])
+    capsys.readouterr()
+    cases = {
+        "missing.ckpt": "checkpoint 'missing.ckpt' does not exist",
+        "corrupt.ckpt": "checkpoint 'corrupt.ckpt' cannot be loaded: it is corrupt or truncated, not a checkpoint, "
+        "or holds objects other than tensors and plain values, which are never unpickled",
+        "other_shape.ckpt": "checkpoint 'other_shape.ckpt' does not rebuild its LinearRegression: Error(s) in loading "
+        "state_dict for LinearRegression: size mismatch for linear.weight: copying a param with shape "
+        "torch.Size([1, 3]) from checkpoint, the shape in current model is torch.Size([1, 2]).",
+    }
+    for name, message in cases.items():
+        with pytest.raises(SystemExit) as exit_:
+            main(["export", "--ckpt_path", name, "--output", "model.pt2"])
+        out, err = capsys.readouterr()
+        assert exit_.value.code == 2 and out == "", name
+        assert err.startswith(f"linreg-pl: error: {message}") and err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--ckpt_path", str(ckpt), "--output", "model.bin"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "linreg-pl: error: cannot export to model.bin: unknown suffix '.bin'; use .onnx (ONNX), .pt2 (torch.export)\n"
+    )
+    assert not list(isolated.glob("model.*"))
+
+
+def test_cli_export_help(isolated, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--help"])
+    assert exit_.value.code == 0
+    assert "--ckpt_path" in capsys.readouterr().out
