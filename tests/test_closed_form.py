@@ -296,7 +296,6 @@ def test_no_rows_or_mismatched_blocks_are_value_errors():
         statistics.update(torch.zeros(4, 3), torch.zeros(5))
 
 
-
 @pytest.mark.parametrize(("l1", "l2", "standardize"), [(0.0, 0.0, False), (0.0, 0.3, True), (0.2, 0.1, False)])
 def test_objective_from_the_statistics_is_the_objective_on_the_rows(l1, l2, standardize):
     features, targets = regression()
