@@ -35,11 +35,11 @@ class ParameterReport(Callback):
     """Prints each epoch's losses and training speed and, at the end of `fit`, the learned parameters
     beside the true ones (when known) and the exact optimum (when the data are in memory).
 
-    The exact optimum is `NormalEquations.solve` on the training split with the model's own objective:
-    its `l1_strength`/`l2_strength` (from `hparams`, 0 when absent) on the standardised problem when the
-    model standardises. Its column is named for what it is: least squares, ridge, lasso or elastic net.
-    It is the yardstick for what SGD reached; the report also prints learned/optimum of that objective on
-    the training split, with a hint when it is more than 1% above 1.
+    The exact optimum is `NormalEquations.solve` on the training split with the model's own objective: its
+    `l1_strength`/`l2_strength` (0 when it has none) on the standardised problem when the model standardises
+    (its `standardize` layer has statistics). Its column is named for what it is: least squares, ridge, lasso or
+    elastic net. It is the yardstick for what SGD reached; the report also prints learned/optimum of that
+    objective on the training split, with a hint when it is more than 1% above 1.
 
     What it reads: the model's `learned_parameters()` (weight and bias in raw units; without it only the
     epoch lines are printed), and of the data module, when it has them, `true_w`/`true_b` (synthetic
@@ -111,11 +111,11 @@ class ParameterReport(Callback):
         if "train" in splits:  # in memory: the exact answer is cheap
             statistics = NormalEquations()
             statistics.update(*(t.cpu() for t in splits["train"][:2]))
-            hparams = getattr(pl_module, "hparams", {})
+            standardize = getattr(pl_module, "standardize", None)
             penalties = {
-                "l1": float(hparams.get("l1_strength", 0.0)),
-                "l2": float(hparams.get("l2_strength", 0.0)),
-                "standardize": hparams.get("standardization") is not None,
+                "l1": float(getattr(pl_module, "l1_strength", 0.0)),
+                "l2": float(getattr(pl_module, "l2_strength", 0.0)),
+                "standardize": getattr(standardize, "mean", None) is not None,
             }
             closed_w, closed_b = statistics.solve(**penalties)
             optimum = statistics.objective(closed_w, closed_b, **penalties)

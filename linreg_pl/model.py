@@ -96,6 +96,8 @@ class LinearRegression(LightningModule):
                 raise ConfigError(f"LinearRegression: {name} must be a finite number >= 0 (0 is off), got {value!r}")
         self.optimizer = optimizer
         self.scheduler = scheduler
+        # attributes, not only hparams: a subclass's own save_hyperparameters() records its own arguments
+        self.l2_strength, self.l1_strength = float(l2_strength), float(l1_strength)
         statistics = standardization or {}
         self.standardize = Standardize(statistics.get("feature_mean"), statistics.get("feature_scale"))
         self.linear = nn.Linear(num_inputs, 1)
@@ -148,7 +150,7 @@ class LinearRegression(LightningModule):
         # inside the closure, before `optimizer.step` updates the weights, so the last update would go
         # unthresholded.
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        l1 = self.hparams.l1_strength
+        l1 = self.l1_strength
         if l1:
             with torch.no_grad():
                 lr = next(g["lr"] for g in optimizer.param_groups if any(p is self.linear.weight for p in g["params"]))
@@ -195,8 +197,8 @@ class LinearRegression(LightningModule):
         if stage == "train":
             self._train_loss_sum.add_(loss.detach(), alpha=len(targets))
             self._train_examples += len(targets)
-            if self.hparams.l2_strength:  # with 0, the graph is the MSE's alone: the seed run's bits
-                return loss + self.hparams.l2_strength * self.linear.weight.pow(2).sum()
+            if self.l2_strength:  # with 0, the graph is the MSE's alone: the seed run's bits
+                return loss + self.l2_strength * self.linear.weight.pow(2).sum()
             return loss
         # An epoch mean weighted by batch size, synced across processes once, at the end of the epoch;
         # the metrics compare predictions and targets in the target's original units.
