@@ -1,4 +1,4 @@
-"""Callbacks: the end-of-fit report and picture, the divergence guard, the interrupt checkpoint, the
+"""Callbacks: the end-of-fit report and picture, weight averaging, the divergence guard, the interrupt checkpoint, the
 predictions file.
 
     python -m linreg_pl fit --config configs/default.yaml      # ParameterReport prints the table, FitPlot draws fit.png
@@ -17,14 +17,15 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torchmetrics.functional import mean_squared_error, r2_score
 from typing_extensions import override
 
-from linreg_pl.closed_form import least_squares
+from linreg_pl.closed_form import NormalEquations, least_squares
+from linreg_pl.errors import ConfigError
 from linreg_pl.figures import plot_fit, plots_available
 
 
@@ -34,10 +35,13 @@ class DivergenceError(RuntimeError):
 
 class ParameterReport(Callback):
     """Prints each epoch's losses and training speed and, at the end of `fit`, the learned parameters
-    beside the true ones (when known) and the closed-form least-squares ones (when the data are in memory).
+    beside the true ones (when known) and the exact optimum (when the data are in memory).
 
-    The closed-form answer is the least-squares solution on the training split: the best any linear
-    model can do there, so it is the yardstick for what SGD reached.
+    The exact optimum is `NormalEquations.solve` on the training split with the model's own objective: its
+    `l1_strength`/`l2_strength` (0 when it has none) on the standardised problem when the model standardises
+    (its `standardize` layer has statistics). Its column is named for what it is: least squares, ridge, lasso or
+    elastic net. It is the yardstick for what SGD reached; the report also prints learned/optimum of that
+    objective on the training split, with a hint when it is more than 1% above 1.
 
     What it reads: the model's `learned_parameters()` (weight and bias in raw units; without it only the
     epoch lines are printed), and of the data module, when it has them, `true_w`/`true_b` (synthetic
@@ -107,8 +111,21 @@ class ParameterReport(Callback):
         self.result = {"learned_w": learned_w, "learned_b": learned_b, "scores": {}}
         closed_w = closed_b = None
         if "train" in splits:  # in memory: the exact answer is cheap
-            closed_w, closed_b = least_squares(*(t.cpu() for t in splits["train"][:2]))
-            self.result.update(closed_w=closed_w, closed_b=closed_b)
+            statistics = NormalEquations()
+            statistics.update(*(t.cpu() for t in splits["train"][:2]))
+            standardize = getattr(pl_module, "standardize", None)
+            penalties = {
+                "l1": float(getattr(pl_module, "l1_strength", 0.0)),
+                "l2": float(getattr(pl_module, "l2_strength", 0.0)),
+                "standardize": getattr(standardize, "mean", None) is not None,
+            }
+            closed_w, closed_b = statistics.solve(**penalties)
+            optimum = statistics.objective(closed_w, closed_b, **penalties)
+            learned = statistics.objective(learned_w.double(), float(learned_b), **penalties)
+            # a perfect fit (optimum 0) compares on the objective itself
+            ratio = learned / optimum if optimum > 0 else 1.0 + learned
+            self.result.update(closed_w=closed_w, closed_b=closed_b, objective_ratio=ratio)
+            self.result["kind"] = _kind(penalties["l1"], penalties["l2"])
             for split in ("val", "test"):
                 if split in splits and len(splits[split][0]):
                     x, y = (t.double().cpu() for t in splits[split][:2])
@@ -118,25 +135,39 @@ class ParameterReport(Callback):
             self.result["max_error"] = max(float((learned_w - true_w).abs().max()), abs(float(learned_b) - true_b))
         if trainer.is_global_zero:
             print(self._table(learned_w, learned_b, closed_w, closed_b, true_w, true_b), flush=True)
+            if "objective_ratio" in self.result:
+                print(self._ratio_line(), flush=True)
             if self.rates:
                 steady = self.rates[1:] or self.rates  # the first epoch includes start-up
                 print(f"training throughput: {sum(steady) / len(steady):.0f} samples/s", flush=True)
+
+    def _ratio_line(self) -> str:
+        ratio, kind = self.result["objective_ratio"], self.result["kind"]
+        what = "mse" if kind == "least squares" else f"{kind} objective"
+        line = f"training {what}, learned / exact optimum = {ratio:.5f}"
+        if ratio > 1.01:
+            line += (
+                "\nhint: SGD stopped more than 1% above the optimum: train longer (--trainer.max_epochs), average "
+                "the weights (--config configs/averaged.yaml) or lower the learning rate (--model.optimizer.lr)"
+            )
+        return line
 
     def _table(self, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> str:
         names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
         learned = [*learned_w.tolist(), float(learned_b)]
         closed = [*closed_w.tolist(), float(closed_b)] if closed_w is not None else None
         truth = [*true_w.tolist(), true_b] if true_w is not None else None
-        reference, against = (truth, "true") if truth is not None else (closed, "closed-form")
+        kind = self.result.get("kind", "closed-form")
+        reference, against = (truth, "true") if truth is not None else (closed, kind)
         errors = [abs(a - b) for a, b in zip(learned, reference, strict=True)] if reference else None
-        header = f"{'parameter':<10}{'true':>12}{'closed-form':>14}{'learned':>12}"
+        header = f"{'parameter':<10}{'true':>12}{kind:>15}{'learned':>12}"
         lines = ["", header + (f"{f'|learned - {against}|':>24}" if errors else "")]
         rows = list(range(len(names)))
         if len(names) > self.max_rows:  # the largest errors, or the first rows when nothing to compare with
             rows = sorted(sorted(rows, key=lambda i: -errors[i])[: self.max_rows]) if errors else rows[: self.max_rows]
         for i in rows:
             true_cell = f"{truth[i]:>12.4f}" if truth else f"{'-':>12}"
-            closed_cell = f"{closed[i]:>14.4f}" if closed else f"{'-':>14}"
+            closed_cell = f"{closed[i]:>15.4f}" if closed else f"{'-':>15}"
             error_cell = f"{errors[i]:>24.2e}" if errors else ""
             lines.append(f"{names[i]:<10}{true_cell}{closed_cell}{learned[i]:>12.4f}{error_cell}")
         if len(names) > self.max_rows:
@@ -148,6 +179,58 @@ class ParameterReport(Callback):
             for name, (mse, r2) in self.result["scores"].items():
                 lines.append(f"{name:<20}{mse:>12.4e}{r2:>12.6f}")
         return "\n".join(lines)
+
+
+class TailWeightAveraging(WeightAveraging):
+    """Lightning's `WeightAveraging` (torch's `AveragedModel`: an equal-weight average of the weights after
+    each optimiser step), over the last `1 - start_fraction` of training's steps only.
+
+    Constant-lr SGD ends wherever the minibatch noise leaves it, a few percent above the optimum on noisy
+    data; the average of its iterates converges to the optimum (for a quadratic loss the mean of the
+    iterates is the optimum). The early steps are left out, so the descent from the initial weights does
+    not weigh on the average. Before the window the average follows the live weights, so validation and
+    the checkpoints of early epochs see the model as it is.
+
+    As in `WeightAveraging`: validation runs with the averaged weights, checkpoints hold them in
+    `state_dict` (the live ones under `current_model_state`, for resuming exactly), and at the end of
+    `fit` they replace the live weights, so the report, `last.ckpt`, `test` and `predict` all use them.
+
+    Args:
+        start_fraction: the share of training's steps (`trainer.estimated_stepping_batches`) to run
+            before averaging starts, in [0, 1).
+    """
+
+    def __init__(self, start_fraction: float = 0.5) -> None:
+        if not (isinstance(start_fraction, (int, float)) and 0 <= start_fraction < 1):
+            raise ConfigError(f"TailWeightAveraging: start_fraction must be in [0, 1), got {start_fraction!r}")
+        super().__init__()
+        self.start_fraction = start_fraction
+        self._start_step = 0
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start_step = int(self.start_fraction * trainer.estimated_stepping_batches)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._average_model is not None and trainer.global_step <= self._start_step:
+            self._average_model.n_averaged.zero_()  # AveragedModel copies the weights when it has none averaged
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    @override
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # outside `fit` there is nothing to restore: the checkpoint's `state_dict` already is the average
+        if self._average_model is not None:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+def _kind(l1: float, l2: float) -> str:
+    """The name of the exact optimum's problem, for the report's column."""
+    return {(False, False): "least squares", (False, True): "ridge", (True, False): "lasso"}.get(
+        (l1 > 0, l2 > 0), "elastic net"
+    )
 
 
 def _scores(predictions: Tensor, targets: Tensor) -> tuple[float, float]:

@@ -177,6 +177,27 @@ class NormalEquations:
             weight = target_scale * weight / feature_scale
         return weight, self.target_mean - weight @ self.feature_mean
 
+    def objective(
+        self, weight: Tensor, bias: Tensor | float, l1: float = 0.0, l2: float = 0.0, standardize: bool = False
+    ) -> float:
+        """The value `solve(l1, l2, standardize)` minimises, at any raw-unit `(weight [d], bias)`, over the rows
+        seen so far; with no penalty and `standardize=False` it is the mean squared error itself.
+
+        From the statistics alone: mean((y - x·w - b)²) = uᵀ Cov u + (ȳ - x̄·w - b)² with u = [-w, 1].
+        With `standardize=True` the error is divided by target_scale² and the penalty is on the
+        standardised weight w·feature_scale / target_scale, as in `solve`.
+        """
+        _check_penalty("l1", l1)
+        _check_penalty("l2", l2)
+        weight = torch.as_tensor(weight, dtype=torch.float64).reshape(-1)
+        bias = float(bias)
+        direction = torch.cat([-weight, torch.ones(1, dtype=torch.float64)])
+        offset = float(self.target_mean - self.feature_mean @ weight) - bias
+        error = float(direction @ self._covariance() @ direction) + offset**2
+        if standardize:
+            error, weight = error / float(self.target_std) ** 2, weight * self.feature_std / self.target_std
+        return error + l2 * float(weight @ weight) + l1 * float(weight.abs().sum())
+
     def _joint_mean(self) -> Tensor:
         if self._mean is None:
             raise ValueError("NormalEquations: no rows yet; call update(features, targets) first")

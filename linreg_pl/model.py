@@ -52,9 +52,19 @@ class Standardize(nn.Module):
 class LinearRegression(LightningModule):
     """Linear regression `y = x·w + b`, trained on standardised features and target when given statistics.
 
+    It minimises `mean squared error + l2_strength·||w||² + l1_strength·||w||₁`, the bias never penalised.
+    With standardisation the penalty is on the weight of the standardised problem (`self.linear.weight`,
+    with the error in standardised target units): `NormalEquations.solve(l1, l2, standardize=True)` is its
+    exact optimum; without statistics, `standardize=False`. The L2 term is added to the training loss; the
+    L1 term is a proximal step, soft-thresholding the weight by lr·l1_strength after every optimiser step
+    (lr read from the optimiser, so schedulers apply), which sets irrelevant weights to exactly 0.
+    `train/loss` is the mean squared error alone, as `val/loss` is, so the two stay comparable.
+
     Args:
         num_inputs: number of features (the CLI links it from the data module).
         init_std: the weight starts from N(0, init_std²), >= 0; the bias starts at 0.
+        l2_strength: weight of the squared L2 (ridge) penalty on the weight, >= 0; 0 is off.
+        l1_strength: weight of the L1 (lasso) penalty on the weight, >= 0; 0 is off. Both > 0: elastic net.
         optimizer: any `torch.optim` optimiser, by class path with its arguments; torch's own
             defaults apply to what is not given (the experiment's lr lives in `configs/default.yaml`).
         scheduler: an optional learning-rate scheduler, by class path; stepped once per epoch.
@@ -70,6 +80,8 @@ class LinearRegression(LightningModule):
         self,
         num_inputs: int = 2,
         init_std: float = 0.01,
+        l2_strength: float = 0.0,
+        l1_strength: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.SGD,
         scheduler: LRSchedulerCallable | None = None,
         standardization: dict[str, list[float]] | None = None,
@@ -86,8 +98,13 @@ class LinearRegression(LightningModule):
             raise ConfigError(
                 f"LinearRegression: {len(feature_names)} feature_names for num_inputs {num_inputs}; give one per input"
             )
+        for name, value in (("l2_strength", l2_strength), ("l1_strength", l1_strength)):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"LinearRegression: {name} must be a finite number >= 0 (0 is off), got {value!r}")
         self.optimizer = optimizer
         self.scheduler = scheduler
+        # attributes, not only hparams: a subclass's own save_hyperparameters() records its own arguments
+        self.l2_strength, self.l1_strength = float(l2_strength), float(l1_strength)
         statistics = standardization or {}
         self.standardize = Standardize(statistics.get("feature_mean"), statistics.get("feature_scale"))
         self.linear = nn.Linear(num_inputs, 1)
@@ -134,6 +151,19 @@ class LinearRegression(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
 
     @override
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        # The L1 proximal step belongs right after the update it follows, and `optimizer_step` is the hook
+        # that wraps exactly that update. `on_before_zero_grad` would not do: Lightning zeroes the gradients
+        # inside the closure, before `optimizer.step` updates the weights, so the last update would go
+        # unthresholded.
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        l1 = self.l1_strength
+        if l1:
+            with torch.no_grad():
+                lr = next(g["lr"] for g in optimizer.param_groups if any(p is self.linear.weight for p in g["params"]))
+                self.linear.weight.copy_(F.softshrink(self.linear.weight, float(lr) * l1))
+
+    @override
     def on_train_start(self) -> None:
         self.on_train_epoch_start()  # a run resumed mid-epoch starts without on_train_epoch_start
 
@@ -174,6 +204,8 @@ class LinearRegression(LightningModule):
         if stage == "train":
             self._train_loss_sum.add_(loss.detach(), alpha=len(targets))
             self._train_examples += len(targets)
+            if self.l2_strength:  # with 0, the graph is the MSE's alone: the seed run's bits
+                return loss + self.l2_strength * self.linear.weight.pow(2).sum()
             return loss
         # An epoch mean weighted by batch size, synced across processes once, at the end of the epoch;
         # the metrics compare predictions and targets in the target's original units.

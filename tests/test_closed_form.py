@@ -294,3 +294,20 @@ def test_no_rows_or_mismatched_blocks_are_value_errors():
         statistics.update(torch.zeros(4, 2), torch.zeros(4))
     with pytest.raises(ValueError, match=r"expected features \[n, d\] and targets \[n\]"):
         statistics.update(torch.zeros(4, 3), torch.zeros(5))
+
+
+@pytest.mark.parametrize(("l1", "l2", "standardize"), [(0.0, 0.0, False), (0.0, 0.3, True), (0.2, 0.1, False)])
+def test_objective_from_the_statistics_is_the_objective_on_the_rows(l1, l2, standardize):
+    features, targets = regression()
+    features[:, 1] = features[:, 1] * 50 + 1e3
+    statistics = statistics_of(features, targets, block_sizes=[100, 400])
+    weight = torch.randn(6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    mse, penalised = float(((targets - features @ weight - 0.7) ** 2).mean()), weight
+    if standardize:
+        target_std = targets.std(correction=0)
+        mse, penalised = mse / float(target_std) ** 2, weight * features.std(dim=0, correction=0) / target_std
+    expected = mse + l2 * float(penalised @ penalised) + l1 * float(penalised.abs().sum())
+    assert statistics.objective(weight, 0.7, l1, l2, standardize) == pytest.approx(expected, rel=1e-9)
+    # and the solution is where it is lowest
+    best = statistics.objective(*statistics.solve(l1, l2, standardize), l1, l2, standardize)
+    assert best < statistics.objective(*statistics.solve(l1 + 0.5, l2 + 0.5, standardize), l1, l2, standardize)
