@@ -24,6 +24,7 @@ from torch import Tensor
 from torchmetrics.functional import mean_squared_error, r2_score
 from typing_extensions import override
 
+from linreg_pl.checkpoint_io import remove_stale_temporaries
 from linreg_pl.closed_form import NormalEquations, least_squares
 from linreg_pl.errors import ConfigError
 from linreg_pl.figures import plot_fit, plots_available
@@ -358,7 +359,10 @@ class DivergenceGuard(Callback):
         what = "the loss" if not bool(torch.isfinite(loss).all()) else "the weights"
         lrs = sorted({group["lr"] for opt in trainer.optimizers for group in opt.param_groups})
         last = last_checkpoint_path(trainer)
-        kept = f"; the last good checkpoint is kept: {last}" if last else "; no checkpoint was written"
+        if last:
+            kept = f"; the last good checkpoint is kept: {last}"
+        else:
+            kept = "; no checkpoint was written" + ("" if trainer.checkpoint_callbacks else " (checkpointing is off)")
         raise DivergenceError(
             f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: {what} became "
             f"NaN or infinite. The learning rate {', '.join(f'{lr:g}' for lr in lrs)} is probably too high "
@@ -372,17 +376,40 @@ class InterruptCheckpoint(Callback):
     Lightning turns SIGTERM into a stop at the next batch and Ctrl-C into a graceful shutdown; both call
     `on_exception` first. Other exceptions (a divergence, a bug) save nothing, so a bad state never
     lands in a checkpoint. Resuming from `last.ckpt` (the last finished epoch) is exact; resuming from
-    `interrupted.ckpt` continues mid-epoch (see the README).
+    `interrupted.ckpt` continues mid-epoch (see the README). With checkpointing off
+    (`--trainer.enable_checkpointing false`) it saves nothing and says so.
+
+    At the start of `fit` it also removes the temporary files that a killed checkpoint write left
+    (`AtomicCheckpointIO`) in this run's checkpoint directories and in the one resumed from.
     """
 
     def __init__(self) -> None:
         self.path: str | None = None
 
     @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after ModelCheckpoint's setup, which resolves its dirpath; one process deletes, as one writes
+        if not trainer.is_global_zero:
+            return
+        directories = {c.dirpath for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}
+        if trainer.ckpt_path and os.path.isfile(trainer.ckpt_path):
+            directories.add(os.path.dirname(os.path.abspath(trainer.ckpt_path)))
+        for directory in sorted(directories):
+            remove_stale_temporaries(directory)
+
+    @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != "fit" or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
+            return
+        if not trainer.checkpoint_callbacks:
+            if trainer.is_global_zero:
+                print(
+                    f"\nInterrupted ({type(exception).__name__}): checkpointing is off "
+                    "(--trainer.enable_checkpointing false), so nothing was saved.",
+                    flush=True,
+                )
             return
         checkpoint = trainer.checkpoint_callback
         directory = getattr(checkpoint, "dirpath", None) or os.path.join(trainer.log_dir or ".", "checkpoints")

@@ -35,8 +35,15 @@ def read_checkpoint(path: str) -> dict[str, Any]:
 
 
 def check_checkpoint(path: str, model: torch.nn.Module) -> None:
-    """Raise `ConfigError` unless `path` is a readable checkpoint whose weights fit `model`."""
-    state = read_checkpoint(path)["state_dict"]
+    """Raise `ConfigError` unless `path` is a readable checkpoint whose weights fit `model`.
+
+    The model's `on_load_checkpoint` runs first, as Lightning runs it before loading the weights:
+    a checkpoint of an earlier layout is compared once migrated (`LinearRegression` migrates there).
+    """
+    checkpoint = read_checkpoint(path)
+    if isinstance(model, LightningModule):
+        model.on_load_checkpoint(checkpoint)
+    state = checkpoint["state_dict"]
     expected = model.state_dict()
     wrong = [
         f"{key} {tuple(state[key].shape)} (model has {tuple(expected[key].shape)})"

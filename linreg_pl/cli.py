@@ -14,7 +14,15 @@ data for each); so `main` hands `export ...` to a small argparse command that ne
 
 Errors: jsonargparse reports what it cannot parse (the key and its reason) and exits with status 2;
 what this project checks itself (a value, a file, a checkpoint) and what the Trainer refuses print one
-line and exit with status 2. `--debug` anywhere on the command line shows the traceback instead.
+line and exit with status 2; a divergence or a checkpoint that cannot be written print one line and exit
+with status 1. `--debug` anywhere on the command line shows the traceback instead.
+
+Where a run lands: every run gets a directory of its own, `<root>/<name>/version_N` (`<root>` is
+`--trainer.default_root_dir`, default the working directory; `<name>` the logger's, `lightning_logs`),
+holding config.yaml, the logs and `checkpoints/`. A logger's relative `save_dir` is relative to `<root>`;
+the version directory is reserved with `os.mkdir` before anything is written, so runs started together
+never share one. With `--trainer.logger false` the run still gets `<root>/lightning_logs/version_N`, and
+with `--trainer.enable_checkpointing false` no checkpoint is written.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import warnings
@@ -29,12 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from typing_extensions import override
 
 from linreg_pl.callbacks import DivergenceError, PredictionWriter
+from linreg_pl.checkpoint_io import CheckpointWriteError
 from linreg_pl.checkpoints import check_checkpoint, load_module, read_checkpoint
 from linreg_pl.errors import ConfigError
 
@@ -43,6 +56,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 NAMED_CHECKPOINTS = ("last", "best", "hpc", "registry")  # names Lightning resolves itself
 EXPORT_HINT = "Also: linreg-pl export --ckpt_path CKPT --output model.onnx|model.pt2 (see `export --help`)."
+RUNS_NAME = "lightning_logs"  # the runs' folder without a logger, as Lightning's own loggers name it
 
 
 class _NoAdvertisements(logging.Filter):
@@ -65,6 +79,8 @@ class LinearRegressionCLI(LightningCLI):
     """LightningCLI with `num_inputs` and standardisation given once (by the data), a predictions file,
     and checkpoints checked before use."""
 
+    run_directory: str | None = None  # the version directory this process reserved for the run
+
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # each applies where both classes have the argument: a user's model without it is left alone
@@ -84,7 +100,31 @@ class LinearRegressionCLI(LightningCLI):
             read_checkpoint(path)
 
     @override
+    def before_instantiate_classes(self) -> None:
+        self.run_directory = _place_run(self._get(self.config, "trainer"))
+
+    @override
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except BaseException:
+            if self.run_directory:  # reserved for a run that never started: give the name back
+                try:
+                    os.rmdir(self.run_directory)
+                except OSError:
+                    pass  # something was written there after all
+            raise
+
+    @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = self._get(self.config_init, "trainer", default={})
+        if trainer.get("enable_checkpointing") is False and trainer.get("callbacks"):
+            # the config's ModelCheckpoints would make the Trainer refuse `enable_checkpointing=False`
+            trainer["callbacks"] = [c for c in trainer["callbacks"] if not isinstance(c, ModelCheckpoint)]
+        if trainer.get("logger") is False and self.run_directory:
+            # no logger to name the run's directory: the Trainer's root is it (config.yaml, checkpoints/);
+            # given here, not in the config, so the saved config.yaml still says what the user said
+            kwargs.setdefault("default_root_dir", self.run_directory)
         try:
             return super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, TypeError, ValueError) as error:
@@ -188,6 +228,55 @@ def _num_inputs(model: LightningModule) -> int:
     return first.in_features
 
 
+def _place_run(trainer: Namespace | None) -> str | None:
+    """Put relative logger `save_dir`s under `trainer.default_root_dir` and reserve the run's version
+    directory; returns the directory reserved (None on other processes than the first, under
+    `fast_dev_run`, and when a logger's version is given or unknown to us).
+
+    Lightning's CSV and TensorBoard loggers pick `version_N` by listing the directory when they first
+    write, so two runs started together can pick the same one; `os.mkdir` either creates the directory
+    or fails, so the first run to create it owns it. Loggers with other layouts are left to themselves.
+    """
+    if trainer is None or trainer.get("fast_dev_run"):
+        return None
+    root = trainer.get("default_root_dir")
+    logger = trainer.get("logger")
+    loggers = logger if isinstance(logger, list) else [logger]
+    file_loggers = [
+        lg.init_args for lg in loggers if isinstance(lg, Namespace) and "save_dir" in lg.get("init_args", Namespace())
+    ]
+    for args in file_loggers:
+        if root and not os.path.isabs(args.save_dir):
+            args.save_dir = os.path.normpath(os.path.join(root, args.save_dir))
+    if rank_zero_only.rank != 0:  # Lightning broadcasts the first process's directories to the others
+        return None
+    if logger is False:
+        version = _reserve_version(os.path.join(root or ".", RUNS_NAME))
+        return os.path.join(root or ".", RUNS_NAME, f"version_{version}")
+    if not file_loggers or file_loggers[0].get("version") is not None:
+        return None
+    first = file_loggers[0]
+    runs = os.path.join(first.save_dir, first.get("name") or "")
+    version = _reserve_version(runs)
+    for args in file_loggers:  # all in one version, as Lightning's log_dir is the first logger's
+        if args.get("version") is None:
+            args.version = version
+    return os.path.join(runs, f"version_{version}")
+
+
+def _reserve_version(runs: str) -> int:
+    """Create `runs/version_N` for the next free N, atomically, and return N."""
+    os.makedirs(runs, exist_ok=True)
+    taken = [int(m.group(1)) for name in os.listdir(runs) if (m := re.fullmatch(r"version_(\d+)", name))]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            os.mkdir(os.path.join(runs, f"version_{version}"))
+            return version
+        except FileExistsError:  # another run took it since the listing
+            version += 1
+
+
 def _close_process_group() -> None:
     # Lightning leaves the DDP process group open after `fit`/`test`; left to interpreter exit, gloo's
     # threads may be torn down mid-flight (std::terminate, exit status 134). Close it while all are here.
@@ -229,15 +318,23 @@ def main(args: list[str] | None = None) -> LinearRegressionCLI | None:
         ours = _our_error(error)
         if ours is None or debug:
             raise
-        print(f"{PROG}: error: {ours}", file=sys.stderr)
-        raise SystemExit(1 if isinstance(ours, DivergenceError) else 2) from None
+        print(f"{PROG}: error: {_message(ours)}", file=sys.stderr)
+        raise SystemExit(1 if isinstance(ours, (DivergenceError, CheckpointWriteError)) else 2) from None
 
 
 def _our_error(error: BaseException | None) -> Exception | None:
     """The project's own error behind `error`: jsonargparse re-raises what a class's `__init__` raised
     as the cause of its own error."""
     while error is not None:
-        if isinstance(error, (ConfigError, DivergenceError)):
+        if isinstance(error, (ConfigError, DivergenceError, CheckpointWriteError)):
             return error
         error = error.__cause__
     return None
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, CheckpointWriteError):
+        if error.last_saved:
+            return f"{error}; resume from the last good checkpoint: --ckpt_path {error.last_saved}"
+        return f"{error}; no checkpoint of this run was written before it"
+    return str(error)

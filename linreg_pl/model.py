@@ -25,6 +25,15 @@ from typing_extensions import override
 
 from linreg_pl.errors import ConfigError
 
+# The layout of LinearRegression's checkpoints, saved in each as `checkpoint[FORMAT_KEY]`:
+#   1 (no key; before the Standardize layers): `net.weight`, `net.bias`, `feature_mean`, `feature_scale`,
+#     `target_mean` [], `target_scale` []; identity statistics (mean 0, scale 1) meant "not standardised"
+#   2: `standardize.{mean,scale}`, `linear.{weight,bias}`, `target.{mean,scale}` [1]; statistics only when
+#     standardising, and then also in the hyperparameters' `standardization`
+# A new layout adds a number and a step in `migrate_checkpoint`.
+FORMAT_KEY = "linreg_pl_format"
+FORMAT = 2
+
 
 class Standardize(nn.Module):
     """`(x - mean) / scale` with fixed statistics, saved with the weights; `inverse` maps back.
@@ -182,6 +191,29 @@ class LinearRegression(LightningModule):
             mean = self._train_loss_sum / self._train_examples
             self.log("train/loss", mean, on_step=False, on_epoch=True, sync_dist=True)
 
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[FORMAT_KEY] = FORMAT
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Bring a checkpoint of an earlier layout up to date, then take its statistics: the weights
+        were trained with them, whatever the data module at hand computes (or not)."""
+        migrate_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]
+        for name in ("standardize", "target"):
+            mean, scale = state.get(f"{name}.mean"), state.get(f"{name}.scale")
+            if (mean is None) != (getattr(self, name).mean is None):
+                setattr(
+                    self,
+                    name,
+                    Standardize(None if mean is None else mean.tolist(), None if scale is None else scale.tolist()).to(
+                        self.device
+                    ),
+                )
+        if "standardization" in checkpoint.get("hyper_parameters", {}):  # re-saved, it rebuilds the same layers
+            self.hparams["standardization"] = checkpoint["hyper_parameters"]["standardization"]
+
     def learned_parameters(self) -> tuple[Tensor, Tensor]:
         """The weight [num_inputs] and bias [] that map raw features to targets in original units."""
         with torch.no_grad():
@@ -214,3 +246,21 @@ class LinearRegression(LightningModule):
         metrics.update(self.target.inverse(predictions), targets)
         self.log_dict(metrics)
         return loss
+
+
+def migrate_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Update a `LinearRegression` checkpoint of an earlier layout (see `FORMAT`) in place; returns it."""
+    if checkpoint.get(FORMAT_KEY, 1) < 2 and "net.weight" in checkpoint["state_dict"]:
+        old = checkpoint["state_dict"]
+        state = {"linear.weight": old.pop("net.weight"), "linear.bias": old.pop("net.bias")}
+        hparams = checkpoint.setdefault("hyper_parameters", {})
+        statistics = {}
+        for name, key in (("standardize", "feature"), ("target", "target")):
+            mean, scale = old.pop(f"{key}_mean").reshape(-1), old.pop(f"{key}_scale").reshape(-1)
+            if bool((mean != 0).any() or (scale != 1).any()):  # identity statistics: not standardised
+                state[f"{name}.mean"], state[f"{name}.scale"] = mean, scale
+                statistics.update({f"{key}_mean": mean.tolist(), f"{key}_scale": scale.tolist()})
+        hparams["standardization"] = statistics or None
+        checkpoint["state_dict"] = {**old, **state}  # whatever else it held, e.g. metric states
+    checkpoint[FORMAT_KEY] = FORMAT
+    return checkpoint

@@ -1,0 +1,208 @@
+"""Where runs land and what survives a failed checkpoint write, through the real CLI.
+
+python -m pytest tests/test_runs.py            # add -m slow for the two-node torchrun run
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import DEFAULT_CONFIG, ROOT, run_cli, version_dir
+
+ONE_EPOCH = ["--trainer.max_epochs", "1"]
+FILES = {"config.yaml", "hparams.yaml", "metrics.csv", "checkpoints/best-0-80.ckpt", "checkpoints/last.ckpt"}
+
+
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def failure(capsys, *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", *args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    return exit_info.value.code, err[-1]
+
+
+# --- checkpoints that survive -------------------------------------------------------------------
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_last_good_one(capsys, isolated):
+    code, line = failure(capsys, "--trainer.plugins", "checkpoint_faults.DiskFullOnSecondLast")
+    checkpoints = version_dir(isolated) / "checkpoints"
+    best = next(checkpoints.glob("best-*.ckpt"))  # written just before the failing last.ckpt
+    named = "./lightning_logs/version_0/checkpoints/"  # as the run names them: under its save_dir "."
+    assert code == 1
+    assert line == (
+        f"linreg-pl: error: could not write checkpoint {named}last.ckpt: No space left on device (ENOSPC); "
+        f"resume from the last good checkpoint: --ckpt_path {named}{best.name}"
+    )
+    # the previous last.ckpt is whole; nothing half-written under any name
+    assert sorted(p.name for p in checkpoints.iterdir()) == [best.name, "last.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 80
+    assert torch.load(best, weights_only=True)["global_step"] == 160
+    resumed = run_cli("fit", "--ckpt_path", str(checkpoints / "last.ckpt"))
+    assert resumed.trainer.global_step == 240
+
+
+def test_the_interrupt_checkpoint_goes_through_the_plugin(isolated, monkeypatch):
+    from checkpoint_faults import RecordingCheckpointIO
+
+    def interrupt(self, trainer, *args):  # Ctrl-C during the second epoch
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", interrupt)
+    RecordingCheckpointIO.written.clear()
+    with pytest.raises(SystemExit):  # Lightning exits with status 1 after a graceful Ctrl-C
+        run_cli("fit", "--trainer.plugins", "checkpoint_faults.RecordingCheckpointIO")
+    checkpoints = version_dir(isolated) / "checkpoints"
+    assert RecordingCheckpointIO.written[-1] == "./lightning_logs/version_0/checkpoints/interrupted.ckpt"
+    assert torch.load(checkpoints / "interrupted.ckpt", weights_only=True)["global_step"] == 81  # one step into epoch 2
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed_when_fit_starts(isolated):
+    run_cli("fit", *ONE_EPOCH)
+    checkpoints = version_dir(isolated) / "checkpoints"
+    stale = checkpoints / ".last.ckpt.abcd1234.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    os.utime(stale, (0, 0))
+    run_cli("fit", *ONE_EPOCH, "--ckpt_path", str(checkpoints / "last.ckpt"))
+    assert not stale.exists()
+
+
+@pytest.fixture
+def small_tmpfs():
+    directory = Path(tempfile.mkdtemp())
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(directory)], capture_output=True)
+    if mounted.returncode != 0:
+        shutil.rmtree(directory)
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield directory
+    subprocess.run(["umount", str(directory)], check=True)
+    directory.rmdir()
+
+
+def test_a_full_disk_through_the_cli(capsys, small_tmpfs):
+    code, line = failure(capsys, "--trainer.default_root_dir", str(small_tmpfs), "--trainer.max_epochs", "10")
+    assert code == 1
+    assert re.fullmatch(
+        r"linreg-pl: error: could not write checkpoint \S+\.ckpt: No space left on device \(ENOSPC\); "
+        r"resume from the last good checkpoint: --ckpt_path (\S+\.ckpt)",
+        line,
+    ), line
+    last_good = line.rsplit(" ", 1)[1]
+    assert torch.load(last_good, weights_only=True)["state_dict"]
+    for path in small_tmpfs.rglob("*.ckpt*"):
+        assert path.suffix == ".ckpt" and torch.load(path, weights_only=True)["state_dict"], path
+
+
+# --- runs land where Lightning users expect -------------------------------------------------------
+
+
+def test_default_root_dir_holds_the_whole_run(isolated):
+    run_cli("fit", *ONE_EPOCH, "--trainer.default_root_dir", "runs")
+    assert tree(isolated) == {f"runs/lightning_logs/version_0/{name}" for name in FILES}
+
+
+def test_without_a_logger_each_run_still_has_its_own_directory(isolated):
+    for _ in range(2):
+        run_cli("fit", *ONE_EPOCH, "--trainer.logger", "false")
+    files = {"config.yaml", "checkpoints/best-0-80.ckpt", "checkpoints/last.ckpt"}
+    assert tree(isolated) == {f"lightning_logs/version_{v}/{name}" for v in (0, 1) for name in files}
+    assert "logger: false" in (version_dir(isolated, 1) / "config.yaml").read_text()
+
+
+def test_checkpointing_off_writes_no_checkpoint(isolated):
+    cli = run_cli("fit", *ONE_EPOCH, "--trainer.enable_checkpointing", "false")
+    assert cli.trainer.checkpoint_callbacks == []
+    assert tree(isolated) == {
+        f"lightning_logs/version_0/{name}" for name in ("config.yaml", "hparams.yaml", "metrics.csv")
+    }
+
+
+def test_an_interrupt_with_checkpointing_off_says_nothing_was_saved(isolated, monkeypatch, capsys):
+    def interrupt(self, trainer, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", interrupt)
+    with pytest.raises(SystemExit):
+        run_cli("fit", "--trainer.enable_checkpointing", "false")
+    assert "Interrupted (KeyboardInterrupt): checkpointing is off" in capsys.readouterr().out
+    assert not list(isolated.rglob("*.ckpt"))
+
+
+def test_divergence_with_checkpointing_off_says_no_checkpoint(capsys, isolated):
+    code, line = failure(capsys, "--trainer.enable_checkpointing", "false", "--model.optimizer.lr", "1e10")
+    assert code == 1 and line.endswith("; no checkpoint was written (checkpointing is off)")
+
+
+@pytest.mark.parametrize(
+    "logger", ["lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.TensorBoardLogger"]
+)
+def test_any_logger_keeps_root_name_version(logger, isolated):
+    args = [*ONE_EPOCH, "--trainer.logger", logger, "--trainer.logger.name", "exp", "--trainer.default_root_dir", "r"]
+    run_cli("fit", *args)
+    run_cli("fit", *args)
+    for version in (0, 1):
+        run = isolated / "r" / "exp" / f"version_{version}"
+        assert {"config.yaml", "hparams.yaml", "checkpoints/last.ckpt"} <= tree(run)
+    assert {p.name for p in isolated.iterdir()} == {"r"}
+
+
+def test_runs_started_together_keep_their_own_directories(isolated):
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "linreg_pl", "fit", *ONE_EPOCH, "--trainer.accelerator", "cpu"]
+    processes = [
+        subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=300)  # drains stderr: a full pipe would stall the run
+        assert process.returncode == 0, err.decode()[-3000:]
+    assert tree(isolated) == {f"lightning_logs/version_{v}/{name}" for v in range(2) for name in FILES}
+    for v in range(2):  # each metrics.csv is one run's: one header, one epoch
+        assert (version_dir(isolated, v) / "metrics.csv").read_text().count("epoch") == 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes_train_as_one_process(isolated):
+    """The README's torchrun command, both "nodes" on this machine, started together."""
+    port = str(free_port())
+    torchrun = Path(sys.executable).with_name("torchrun")
+    configs = ROOT / "configs"
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    processes = [
+        subprocess.Popen(
+            [str(torchrun), "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
+             "--master_addr", "127.0.0.1", "--master_port", port,
+             "-m", "linreg_pl", "fit", "--config", str(configs / "default.yaml"), "--config", str(configs / "ddp.yaml"),
+             "--trainer.devices", "1", "--trainer.num_nodes", "2", "--trainer.accelerator", "cpu"],
+            cwd=isolated, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in (0, 1)
+    ]  # fmt: skip
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "max |learned - true|" in outputs[0]
+    assert [p.name for p in (isolated / "lightning_logs").iterdir()] == ["version_0"]  # one run, one directory
+    ddp = torch.load(version_dir(isolated) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    single = run_cli("fit", "--config", DEFAULT_CONFIG)
+    # 2 processes x batch 5, gradients averaged = one process x batch 10: the same steps
+    assert torch.allclose(ddp["linear.weight"], single.model.linear.weight, atol=1e-6)
+    assert torch.allclose(ddp["linear.bias"], single.model.linear.bias, atol=1e-6)
