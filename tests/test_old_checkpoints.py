@@ -54,7 +54,7 @@ def test_predict_from_an_old_checkpoint_predicts_what_the_old_model_did(case, is
     cli = run_cli("predict", *args, "--ckpt_path", str(path), "--predictions.path", "predictions.csv")
     rows = list(csv.DictReader(open("predictions.csv")))
     predicted = torch.tensor([float(r["prediction"]) for r in rows])
-    features, _ = cli.datamodule.load_tensors()
+    features = cli.datamodule.load_tensors()[0].float()
     expected = old_prediction(path, features[torch.tensor([int(r["row"]) for r in rows])])
     assert len(rows) > 0
     torch.testing.assert_close(predicted, expected, rtol=1e-5, atol=1e-4)
@@ -63,7 +63,7 @@ def test_predict_from_an_old_checkpoint_predicts_what_the_old_model_did(case, is
 @pytest.mark.parametrize("case", CASES)
 def test_fit_resumes_from_an_old_checkpoint(case, isolated):
     path, args = CASES[case]
-    cli = run_cli("fit", *args, "--ckpt_path", str(path))
+    cli = run_cli("fit", *args, "--ckpt_path", str(path), "--trainer.max_epochs", "3")
     assert cli.trainer.current_epoch == 3 and cli.trainer.global_step == 3 * torch.load(path)["global_step"]
     # its own checkpoints are of the new layout and load on their own
     new = version_dir(isolated) / "checkpoints" / "last.ckpt"
