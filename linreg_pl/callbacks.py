@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import heapq
 import os
 import time
 from pathlib import Path
@@ -31,14 +32,16 @@ class DivergenceError(RuntimeError):
 
 class ParameterReport(Callback):
     """Prints each epoch's losses and training speed and, at the end of `fit`, the learned parameters
-    beside the true ones (when known) and the closed-form least-squares ones (when the data are in memory).
+    beside the true ones (when known) and the closed-form least-squares ones (data in memory, or a streamed
+    table's one-pass statistics).
 
     The closed-form answer is the least-squares solution on the training split: the best any linear
     model can do there, so it is the yardstick for what SGD reached.
 
     What it reads: the model's `learned_parameters()` (weight and bias in raw units; without it only the
     epoch lines are printed), and of the data module, when it has them, `true_w`/`true_b` (synthetic
-    data) and `splits` (`RegressionDataModule`'s in-memory splits, for the closed form and the scores).
+    data) and `splits` (`RegressionDataModule`'s in-memory splits, for the closed form and the scores), or
+    else `normal_equations` (a streamed table's training statistics: the closed form, no scores).
 
     Args:
         max_rows: parameters listed one per row at most; above it only the largest errors are listed.
@@ -111,6 +114,9 @@ class ParameterReport(Callback):
                     x, y = (t.double().cpu() for t in splits[split][:2])
                     self.result["scores"][f"closed-form {split}"] = _scores(x @ closed_w + closed_b, y)
                     self.result["scores"][f"learned {split}"] = _scores(x @ learned_w.double() + learned_b.double(), y)
+        elif getattr(datamodule, "normal_equations", None) is not None:  # streamed: statistics of one pass
+            closed_w, closed_b = datamodule.normal_equations.solve()
+            self.result.update(closed_w=closed_w, closed_b=closed_b)
         if true_w is not None:
             self.result["max_error"] = max(float((learned_w - true_w).abs().max()), abs(float(learned_b) - true_b))
         if trainer.is_global_zero:
@@ -236,6 +242,13 @@ class PredictionWriter(BasePredictionWriter):
     `row` is the data row's 0-based position in the input file (for the default predict set, the
     test split of the training file, its rows in file order).
 
+    Never holds all predictions: each process appends its batches to its own part file beside `path`
+    (`<path>.part-<rank>`) as they come, and rank zero merges the parts by row number, line by line
+    (`heapq.merge`), into `path`, then removes them. Each process's rows must ascend, as they do for this
+    project's loaders and a `DataLoader` without shuffling (Lightning's predict sampler); a process whose
+    rows do not ascend sorts its own part in memory first. With several nodes, `path` must be on a
+    filesystem they share.
+
     Args:
         path: the CSV file to write; None writes `predictions.csv` in the run's log directory.
     """
@@ -244,12 +257,21 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.path = path
         self.written: str | None = None
-        self._rows: list[Tensor] = []
-        self._predictions: list[Tensor] = []
+        self._part: Any = None
+        self._part_path: Path | None = None
+        self._last_row = -1
+        self._ascending = True
+
+    def _output(self, trainer: Trainer) -> Path:
+        return Path(self.path or os.path.join(trainer.log_dir or ".", "predictions.csv"))
 
     @override
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._rows, self._predictions = [], []
+        path = self._output(trainer)  # `log_dir` is agreed among the processes (a collective call)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._part_path = path.with_name(f"{path.name}.part-{trainer.global_rank}")
+        self._part = self._part_path.open("w", newline="")
+        self._last_row, self._ascending = -1, True
 
     @override
     def write_on_batch_end(
@@ -263,27 +285,41 @@ class PredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         # Lightning's batch indices for a `DataLoader`; this project's predict batches carry row numbers
-        rows = torch.as_tensor(batch_indices) if batch_indices else batch[1]
-        self._rows.append(rows.detach().cpu())
-        self._predictions.append(prediction.detach().float().cpu().reshape(len(rows)))
+        rows = (torch.as_tensor(batch_indices) if batch_indices else batch[1]).detach().cpu().reshape(-1)
+        if len(rows) == 0:
+            return
+        self._ascending &= bool(rows[0] > self._last_row) and bool((rows[1:] > rows[:-1]).all())
+        self._last_row = int(rows[-1])
+        predictions = prediction.detach().float().cpu().reshape(len(rows))
+        csv.writer(self._part).writerows(zip(rows.tolist(), predictions.tolist(), strict=True))
 
     @override
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        rows = torch.cat(self._rows) if self._rows else torch.empty(0, dtype=torch.long)
-        predictions = torch.cat(self._predictions) if self._predictions else torch.empty(0)
-        if trainer.world_size > 1:  # each process predicted a disjoint share: put them together
-            gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (rows, predictions))
-            rows = torch.cat([r for r, _ in gathered])
-            predictions = torch.cat([p for _, p in gathered])
-        if not trainer.is_global_zero:
-            return
-        order = rows.argsort()
-        path = Path(self.path or os.path.join(trainer.log_dir or ".", "predictions.csv"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["row", "prediction"])
-            writer.writerows(zip(rows[order].tolist(), predictions[order].tolist(), strict=True))
-        self.written = str(path)
-        print(f"wrote {len(rows)} predictions to {path}", flush=True)
+        self._part.close()
+        if not self._ascending:  # e.g. a user's shuffled loader: this process's share, sorted in memory
+            lines = self._part_path.read_text().splitlines(keepends=True)
+            self._part_path.write_text("".join(sorted(lines, key=_row_number)))
+        trainer.strategy.barrier()  # every part is complete
+        if trainer.is_global_zero:
+            path = self._output(trainer)
+            parts = [path.with_name(f"{path.name}.part-{rank}") for rank in range(trainer.world_size)]
+            handles = [part.open(newline="") for part in parts]
+            count = 0
+            try:
+                with path.open("w", newline="") as output:
+                    output.write("row,prediction\r\n")  # csv.writer's line ending, as in the parts
+                    for line in heapq.merge(*handles, key=_row_number):
+                        output.write(line)
+                        count += 1
+            finally:
+                for handle in handles:
+                    handle.close()
+            for part in parts:
+                part.unlink()
+            self.written = str(path)
+            print(f"wrote {count} predictions to {path}", flush=True)
+        trainer.strategy.barrier()  # the parts are gone before anyone reads the file
+
+
+def _row_number(line: str) -> int:
+    return int(line.split(",", 1)[0])
