@@ -10,6 +10,7 @@ predictions file.
 from __future__ import annotations
 
 import csv
+import heapq
 import os
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ class DivergenceError(RuntimeError):
 
 class ParameterReport(Callback):
     """Prints each epoch's losses and training speed and, at the end of `fit`, the learned parameters
-    beside the true ones (when known) and the exact optimum (when the data are in memory).
+    beside the true ones (when known) and the exact optimum (data in memory, or a streamed table's
+    one-pass statistics).
 
     The exact optimum is `NormalEquations.solve` on the training split with the model's own objective: its
     `l1_strength`/`l2_strength` (0 when it has none) on the standardised problem when the model standardises
@@ -46,7 +48,8 @@ class ParameterReport(Callback):
 
     What it reads: the model's `learned_parameters()` (weight and bias in raw units; without it only the
     epoch lines are printed), and of the data module, when it has them, `true_w`/`true_b` (synthetic
-    data) and `splits` (`RegressionDataModule`'s in-memory splits, for the closed form and the scores).
+    data) and `splits` (`RegressionDataModule`'s in-memory splits, for the closed form and the scores), or
+    else `normal_equations` (a streamed table's training statistics: the closed form, no scores).
 
     Args:
         max_rows: parameters listed one per row at most; above it only the largest errors are listed.
@@ -111,9 +114,8 @@ class ParameterReport(Callback):
         true_w, true_b = getattr(datamodule, "true_w", None), getattr(datamodule, "true_b", None)
         self.result = {"learned_w": learned_w, "learned_b": learned_b, "scores": {}}
         closed_w = closed_b = None
-        if "train" in splits:  # in memory: the exact answer is cheap
-            statistics = NormalEquations()
-            statistics.update(*(t.cpu() for t in splits["train"][:2]))
+        statistics = _training_statistics(datamodule)
+        if statistics is not None:
             standardize = getattr(pl_module, "standardize", None)
             penalties = {
                 "l1": float(getattr(pl_module, "l1_strength", 0.0)),
@@ -232,6 +234,17 @@ def _kind(l1: float, l2: float) -> str:
     return {(False, False): "least squares", (False, True): "ridge", (True, False): "lasso"}.get(
         (l1 > 0, l2 > 0), "elastic net"
     )
+
+
+def _training_statistics(datamodule: Any) -> NormalEquations | None:
+    """The training split's statistics: one pass over in-memory `splits["train"]`, or a streamed table's
+    own one-pass `normal_equations`; None for data modules with neither."""
+    splits = getattr(datamodule, "splits", None) or {}
+    if "train" in splits:
+        statistics = NormalEquations()
+        statistics.update(*(t.cpu() for t in splits["train"][:2]))
+        return statistics
+    return getattr(datamodule, "normal_equations", None)
 
 
 def _scores(predictions: Tensor, targets: Tensor) -> tuple[float, float]:
@@ -440,6 +453,13 @@ class PredictionWriter(BasePredictionWriter):
     `row` is the data row's 0-based position in the input file (for the default predict set, the
     test split of the training file, its rows in file order).
 
+    Never holds all predictions: each process appends its batches to its own part file beside `path`
+    (`<path>.part-<rank>`) as they come, and rank zero merges the parts by row number, line by line
+    (`heapq.merge`), into `path`, then removes them. Each process's rows must ascend, as they do for this
+    project's loaders and a `DataLoader` without shuffling (Lightning's predict sampler); a process whose
+    rows do not ascend sorts its own part in memory first. With several nodes, `path` must be on a
+    filesystem they share.
+
     Args:
         path: the CSV file to write; None writes `predictions.csv` in the run's log directory.
     """
@@ -448,12 +468,21 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.path = path
         self.written: str | None = None
-        self._rows: list[Tensor] = []
-        self._predictions: list[Tensor] = []
+        self._part: Any = None
+        self._part_path: Path | None = None
+        self._last_row = -1
+        self._ascending = True
+
+    def _output(self, trainer: Trainer) -> Path:
+        return Path(self.path or os.path.join(trainer.log_dir or ".", "predictions.csv"))
 
     @override
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._rows, self._predictions = [], []
+        path = self._output(trainer)  # `log_dir` is agreed among the processes (a collective call)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._part_path = path.with_name(f"{path.name}.part-{trainer.global_rank}")
+        self._part = self._part_path.open("w", newline="")
+        self._last_row, self._ascending = -1, True
 
     @override
     def write_on_batch_end(
@@ -467,27 +496,41 @@ class PredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         # Lightning's batch indices for a `DataLoader`; this project's predict batches carry row numbers
-        rows = torch.as_tensor(batch_indices) if batch_indices else batch[1]
-        self._rows.append(rows.detach().cpu())
-        self._predictions.append(prediction.detach().float().cpu().reshape(len(rows)))
+        rows = (torch.as_tensor(batch_indices) if batch_indices else batch[1]).detach().cpu().reshape(-1)
+        if len(rows) == 0:
+            return
+        self._ascending &= bool(rows[0] > self._last_row) and bool((rows[1:] > rows[:-1]).all())
+        self._last_row = int(rows[-1])
+        predictions = prediction.detach().float().cpu().reshape(len(rows))
+        csv.writer(self._part).writerows(zip(rows.tolist(), predictions.tolist(), strict=True))
 
     @override
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        rows = torch.cat(self._rows) if self._rows else torch.empty(0, dtype=torch.long)
-        predictions = torch.cat(self._predictions) if self._predictions else torch.empty(0)
-        if trainer.world_size > 1:  # each process predicted a disjoint share: put them together
-            gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (rows, predictions))
-            rows = torch.cat([r for r, _ in gathered])
-            predictions = torch.cat([p for _, p in gathered])
-        if not trainer.is_global_zero:
-            return
-        order = rows.argsort()
-        path = Path(self.path or os.path.join(trainer.log_dir or ".", "predictions.csv"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["row", "prediction"])
-            writer.writerows(zip(rows[order].tolist(), predictions[order].tolist(), strict=True))
-        self.written = str(path)
-        print(f"wrote {len(rows)} predictions to {path}", flush=True)
+        self._part.close()
+        if not self._ascending:  # e.g. a user's shuffled loader: this process's share, sorted in memory
+            lines = self._part_path.read_text().splitlines(keepends=True)
+            self._part_path.write_text("".join(sorted(lines, key=_row_number)))
+        trainer.strategy.barrier()  # every part is complete
+        if trainer.is_global_zero:
+            path = self._output(trainer)
+            parts = [path.with_name(f"{path.name}.part-{rank}") for rank in range(trainer.world_size)]
+            handles = [part.open(newline="") for part in parts]
+            count = 0
+            try:
+                with path.open("w", newline="") as output:
+                    output.write("row,prediction\r\n")  # csv.writer's line ending, as in the parts
+                    for line in heapq.merge(*handles, key=_row_number):
+                        output.write(line)
+                        count += 1
+            finally:
+                for handle in handles:
+                    handle.close()
+            for part in parts:
+                part.unlink()
+            self.written = str(path)
+            print(f"wrote {count} predictions to {path}", flush=True)
+        trainer.strategy.barrier()  # the parts are gone before anyone reads the file
+
+
+def _row_number(line: str) -> int:
+    return int(line.split(",", 1)[0])

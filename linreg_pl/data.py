@@ -5,8 +5,8 @@
 
 `RegressionDataModule` splits whatever `load_tensors()` returns into train/val/test (shares of the
 examples chosen by a seeded permutation) and batches each split through `linreg_pl.batches`, which
-gathers a whole batch with one index operation. Synthetic data larger than memory stream from
-`linreg_pl.streaming.SyntheticStreamDataModule`.
+gathers a whole batch with one index operation. Data larger than memory stream from
+`linreg_pl.streaming` (`SyntheticStreamDataModule`, `TableStreamDataModule`).
 """
 
 from __future__ import annotations
@@ -84,6 +84,19 @@ def synthetic_truth(
     if true_w is None:  # a stream of its own, apart from the one that draws the examples
         return torch.randn(num_inputs, generator=torch.Generator().manual_seed(seed + 1))
     return torch.tensor(true_w, dtype=torch.float32)
+
+
+def feature_columns(path: str, target: str, features: list[str] | None) -> list[str]:
+    """The feature columns of a table (`features`, or every column but `target`), checked against its header."""
+    available = column_names(path)
+    if target not in available:
+        raise ConfigError(f"{path}: no target column {target!r}; columns are {available}")
+    features = list(features) if features is not None else [c for c in available if c != target]
+    if target in features:
+        raise ConfigError(f"{path}: the target {target!r} is also listed in features; list only the inputs")
+    if not features:
+        raise ConfigError(f"{path}: no feature columns besides the target {target!r}")
+    return features
 
 
 def _for_training(tensor: Tensor, device: torch.device) -> Tensor:
@@ -304,14 +317,7 @@ class TableRegressionDataModule(RegressionDataModule):
         self.path = path
         self.target = target
         self.predict_path = predict_path
-        available = column_names(path)
-        if target not in available:
-            raise ConfigError(f"{path}: no target column {target!r}; columns are {available}")
-        self.features = list(features) if features is not None else [c for c in available if c != target]
-        if target in self.features:
-            raise ConfigError(f"{path}: the target {target!r} is also listed in features; list only the inputs")
-        if not self.features:
-            raise ConfigError(f"{path}: no feature columns besides the target {target!r}")
+        self.features = feature_columns(path, target, features)
         # Read now: a bad file is reported before training starts, and num_inputs is known for the model.
         # Float64 until `setup`: the standardisation statistics are computed in float64.
         columns = read_table(path, [*self.features, target])

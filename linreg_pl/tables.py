@@ -5,6 +5,9 @@
     parts = ParquetRowGroups("data/parts/")              # row groups of a table bigger than memory
     first = parts.read(0)                                # {name: float32 array} of one row group
     for batch in iter_csv_batches("data/big.csv"): ...   # record batches of a CSV, in file order
+    ranges = CSVByteRanges("data/big.csv")               # a CSV bigger than memory, randomly accessible
+    first = ranges.read(0)                                # {name: float32 array} of one byte range
+    chunks = chunked_table("data/parts/", ["x", "y"])     # either of the two, by the path
 
 A Parquet table is one file, a folder of part files (every `*.parquet` under it, sorted, skipping names
 that start with `_` or `.`) or a glob such as `data/part-*.parquet`. CSV and Parquet need pyarrow, the
@@ -22,6 +25,7 @@ import csv
 import glob
 import importlib
 import importlib.util
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -133,6 +137,11 @@ class ParquetRowGroups:
     def __len__(self) -> int:
         return len(self.row_groups)
 
+    @property
+    def row_counts(self) -> list[int]:
+        """Rows in each row group, from the footers."""
+        return [group.num_rows for group in self.row_groups]
+
     def read(
         self, i: int, columns: list[str] | None = None, dtype: type[np.floating] = np.float32
     ) -> dict[str, np.ndarray]:
@@ -156,6 +165,125 @@ class ParquetRowGroups:
             name: _parquet_column(table.column(name), f"{where}, column {name!r}", group.first_row + 1, dtype)
             for name in columns
         }
+
+
+def chunked_table(path: str, columns: list[str], chunk_bytes: int = 1 << 24) -> ParquetRowGroups | CSVByteRanges:
+    """A table read one chunk at a time: a Parquet table as its row groups, a CSV as byte ranges of about
+    `chunk_bytes`. Both have `row_counts`, `read(i, columns, dtype)` and `len()`."""
+    if _is_parquet(path):
+        return ParquetRowGroups(path, columns)
+    if Path(path).suffix.lower() in NUMPY_SUFFIXES:
+        raise ConfigError(f"{path}: only Parquet and CSV tables stream; read a {Path(path).suffix} table in memory")
+    return CSVByteRanges(path, columns, chunk_bytes)
+
+
+class ByteRange(NamedTuple):
+    """One piece of a CSV file: whole lines, from byte `start` up to (not including) byte `stop`."""
+
+    start: int
+    stop: int
+    num_rows: int  # data rows (blank lines do not count)
+    first_line: int  # 1-based line of the file where the range starts (the header is line 1)
+
+
+class CSVByteRanges:
+    """A CSV file as byte ranges of about `chunk_bytes`, each made of whole lines, to be parsed one at a time,
+    in any order, by any process: random access to a CSV bigger than memory, as `ParquetRowGroups` gives
+    to Parquet.
+
+    One pass over the file (reading `chunk_bytes` at a time, no parsing) ends each range at the first line
+    break after `chunk_bytes` and counts its data rows; `read(i)` then parses range i alone with pyarrow,
+    giving it the header's names. The header, separator and columns are checked here; the cells when
+    their range is read, and a bad one is named by file, line and column.
+
+    Limit: a line break inside a quoted cell would be taken for the end of a row (numeric tables have
+    none; pyarrow's row count then disagrees with the pass's, which is reported). Lines end with
+    `\n` or `\r\n`.
+
+    Args:
+        path: the CSV file.
+        columns: the columns to read, in this order; None reads every column.
+        chunk_bytes: bytes per range, about (each ends at a line break).
+    """
+
+    def __init__(self, path: str, columns: list[str] | None = None, chunk_bytes: int = 1 << 24) -> None:
+        source = Path(path)
+        if not source.is_file():
+            raise ConfigError(f"data file {path!r} does not exist")
+        _pyarrow_module("pyarrow", path)
+        self.path, self.file = path, source
+        self.layout = _csv_layout(source)
+        self.columns = _check_csv_columns(source, self.layout, columns)
+        self.ranges: list[ByteRange] = []
+        with source.open("rb") as handle:
+            position, line = len(handle.readline()), 2
+            while block := handle.read(chunk_bytes):
+                if not block.endswith(b"\n"):
+                    block += handle.readline()  # up to the end of the line
+                self.ranges.append(ByteRange(position, position + len(block), _count_rows(block), line))
+                position += len(block)
+                line += block.count(b"\n")
+        self.num_rows = sum(r.num_rows for r in self.ranges)
+        if self.num_rows == 0:
+            raise ConfigError(f"{path}: the file holds no data rows")
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    @property
+    def row_counts(self) -> list[int]:
+        """Data rows in each range, from the first pass."""
+        return [r.num_rows for r in self.ranges]
+
+    def read(
+        self, i: int, columns: list[str] | None = None, dtype: type[np.floating] = np.float32
+    ) -> dict[str, np.ndarray]:
+        """Range `i` as arrays of `dtype`; every cell must be finite.
+
+        Args:
+            i: index into `ranges`.
+            columns: a subset of `self.columns`, in this order; None reads them all.
+            dtype: np.float32 (training, half the memory) or np.float64 (statistics).
+        """
+        pa = _pyarrow_module("pyarrow", self.path)
+        import pyarrow.csv as pa_csv
+
+        columns = self.columns if columns is None else columns
+        _check_requested(self.file, columns, self.columns)
+        piece = self.ranges[i]
+        with self.file.open("rb") as handle:
+            handle.seek(piece.start)
+            data = handle.read(piece.stop - piece.start)
+        options = _csv_options(self.layout, columns, pa.float64(), use_threads=True, skip_rows=0)
+        try:
+            table = pa_csv.read_csv(pa.BufferReader(data), **options)
+        except pa.ArrowInvalid as error:
+            raise _first_csv_problem(self.file, self.layout, columns, error, part=(data, piece.first_line)) from None
+        if table.num_rows != piece.num_rows:
+            raise ConfigError(
+                f"{self.file}: the lines from line {piece.first_line} parse as {table.num_rows} rows, not the "
+                f"{piece.num_rows} lines counted: a quoted cell with a line break? A streamed CSV cannot hold one; "
+                "read the table in memory (configs/csv.yaml) or convert it to Parquet"
+            )
+        first_row = sum(r.num_rows for r in self.ranges[:i]) + 1
+        return {
+            name: _as_finite(table.column(name).to_numpy(), f"{self.file}: column {name!r}", first_row, dtype)
+            for name in columns
+        }
+
+
+def _count_rows(block: bytes) -> int:
+    """Lines of `block` that are not blank (pyarrow skips blank lines); `\r\n` endings allowed."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(data == ord("\n"))
+    if len(data) and data[-1] != ord("\n"):
+        ends = np.append(ends, len(data))  # a last line without a line break
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts
+    carriage = np.zeros(len(ends), dtype=bool)
+    single = lengths == 1
+    carriage[single] = data[starts[single]] == ord("\r")
+    return int(len(ends) - np.count_nonzero(lengths == 0) - np.count_nonzero(carriage))
 
 
 def iter_csv_batches(
@@ -240,7 +368,7 @@ def _csv_options(
 
     return {
         # our header (stripped names), so pyarrow checks every row against it and skips its line
-        "read_options": pa_csv.ReadOptions(column_names=layout.names, skip_rows=1, **read),
+        "read_options": pa_csv.ReadOptions(**{"column_names": layout.names, "skip_rows": 1, **read}),
         "parse_options": pa_csv.ParseOptions(delimiter=layout.separator, invalid_row_handler=on_invalid_row),
         # an empty or "NA" cell is an error, not a missing value
         "convert_options": pa_csv.ConvertOptions(
@@ -291,12 +419,18 @@ def _csv_batches(
 
 
 def _first_csv_problem(
-    file: Path, layout: _CSVLayout, columns: list[str], error: Exception, block_size: int = 1 << 22
+    file: Path,
+    layout: _CSVLayout,
+    columns: list[str],
+    error: Exception,
+    block_size: int = 1 << 22,
+    part: tuple[bytes, int] | None = None,
 ) -> ConfigError:
     """After pyarrow failed on the file: the error for its first row of the wrong length or non-number cell.
 
     Reads the file again from the start, in one thread so that rows arrive in order and pyarrow numbers them,
-    with every cell as text; then a column's first cell that does not convert is found by halving.
+    with every cell as text; then a column's first cell that does not convert is found by halving. `part`,
+    (the bytes of a `CSVByteRanges` range, its first line), searches only that range, which has no header.
     """
     import pyarrow as pa
     import pyarrow.csv as pa_csv
@@ -307,22 +441,25 @@ def _first_csv_problem(
         invalid.append(row)
         return "error"
 
-    options = _csv_options(layout, columns, pa.string(), on_invalid_row, use_threads=False, block_size=block_size)
+    skip_rows, source = (1, file) if part is None else (0, pa.BufferReader(part[0]))
+    options = _csv_options(
+        layout, columns, pa.string(), on_invalid_row, use_threads=False, block_size=block_size, skip_rows=skip_rows
+    )
     first_row = 0
     try:
-        for batch in pa_csv.open_csv(file, **options):
+        for batch in pa_csv.open_csv(source, **options):
             firsts = [(_first_non_number(batch.column(name)), i) for i, name in enumerate(columns)]
             bad = [(row, i) for row, i in firsts if row is not None]
             if bad:
                 row, i = min(bad)  # the first row, and in it the leftmost column
                 cell = batch.column(columns[i]).cast(pa.binary())[row].as_py().decode(errors="backslashreplace")
-                line = _file_line(file, record=first_row + row + 2)
+                line = _file_line(file, record=first_row + row + 1 + skip_rows, part=part)
                 return ConfigError(f"{file}: line {line}, column {columns[i]!r}: {cell!r} is not a number")
             first_row += batch.num_rows
     except pa.ArrowInvalid as reread_error:
         if invalid:
             row = invalid[0]
-            line = _file_line(file, record=row.number)
+            line = _file_line(file, record=row.number, part=part)
             return ConfigError(
                 f"{file}: line {line} has {row.actual_columns} cells, the header has {row.expected_columns}"
             )
@@ -358,16 +495,18 @@ def _first_non_number(cells: Any) -> int | None:
     return low
 
 
-def _file_line(file: Path, record: int) -> int:
-    """The file line of pyarrow's `record`-th row (1-based, header included), which skips blank lines."""
+def _file_line(file: Path, record: int, part: tuple[bytes, int] | None = None) -> int:
+    """The file line of pyarrow's `record`-th row (1-based, header included, or of the range `part`), which
+    skips blank lines."""
     seen = 0
-    with file.open("rb") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    first_line = 1 if part is None else part[1]
+    with file.open("rb") if part is None else io.BytesIO(part[0]) as handle:
+        for line_number, line in enumerate(handle, start=first_line):
             if line.rstrip(b"\r\n"):
                 seen += 1
                 if seen == record:
                     return line_number
-    return record
+    return record + first_line - 1
 
 
 # ---- Parquet --------------------------------------------------------------------------------------------

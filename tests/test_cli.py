@@ -148,6 +148,14 @@ def test_every_config_parses_and_instantiates(config, isolated):
         (isolated / "data").mkdir()
         rows = "\n".join(f"{i},{i % 7},{3 * i + 1}" for i in range(50))
         (isolated / "data" / "example.csv").write_text("x1,x2,y\n" + rows + "\n")
+    if config == "table-stream.yaml":  # the same, as Parquet in 10 row groups (10% each held out for val, test)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        (isolated / "data").mkdir()
+        i = list(range(50))
+        table = pa.table({"x1": i, "x2": [v % 7 for v in i], "y": [3.0 * v + 1 for v in i]})
+        pq.write_table(table, isolated / "data" / "example.parquet", row_group_size=5)
     # hardware is pinned to this machine's: the GPU and DDP configs are about other machines
     hardware = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto"]
     cli = build_cli(["--config", str(ROOT / "configs" / config), *hardware], run=False)
