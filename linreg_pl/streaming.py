@@ -565,6 +565,11 @@ class TableStreamDataModule(LightningDataModule):
         """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
         return self.normal_equations.standardization() if self.standardize else None
 
+    @property
+    def feature_names(self) -> list[str]:
+        """The feature columns in the model's input order (linked into the model by the CLI)."""
+        return self.features
+
     def _loader(self, chunks: TableChunks) -> StreamingLoader:
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else None

@@ -144,7 +144,7 @@ def test_streamed_and_in_memory_fits_reach_the_closed_form(tables, capsys):
         weight, bias = cli.model.learned_parameters()
         assert torch.allclose(weight.double(), report.result["closed_w"], atol=0.02)
         assert abs(float(bias) - float(report.result["closed_b"])) < 0.2  # c ~1000: the bias absorbs 0.01·c
-        assert "max |learned - closed-form|" in capsys.readouterr().out
+        assert "max |learned - least squares|" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv"])
