@@ -1,7 +1,7 @@
 """Callbacks: the end-of-fit report and picture, weight averaging, the divergence guard, the interrupt checkpoint, the
 predictions file.
 
-    python -m linreg_pl fit --config configs/default.yaml      # ParameterReport prints the table, FitPlot draws fit.png
+    python -m linreg_pl fit --config configs/default.yaml      # ParameterReport prints the table, draws fit.png
     python -m linreg_pl predict --config configs/default.yaml --ckpt_path .../last.ckpt
 
 `configs/default.yaml` lists them under `trainer.callbacks`.
@@ -46,19 +46,30 @@ class ParameterReport(Callback):
     elastic net. It is the yardstick for what SGD reached; the report also prints learned/optimum of that
     objective on the training split, with a hint when it is more than 1% above 1.
 
+    It also draws `fit.png` in the run's log directory (and logs it to TensorBoard when that is a
+    logger): training and validation loss per epoch; predicted against actual targets on the validation
+    split (else test, else training) with the closed-form least-squares predictions beside the model's;
+    the residuals; and, for synthetic data, learned against true parameters. matplotlib is the `plots`
+    extra: without it, one line says so and the run goes on.
+
     What it reads: the model's `learned_parameters()` (weight and bias in raw units; without it only the
     epoch lines are printed), and of the data module, when it has them, `true_w`/`true_b` (synthetic
-    data) and `splits` (`RegressionDataModule`'s in-memory splits, for the closed form and the scores), or
-    else `normal_equations` (a streamed table's training statistics: the closed form, no scores).
+    data) and `splits` (`RegressionDataModule`'s in-memory splits, for the closed form, the scores and
+    the picture), or else `normal_equations` (a streamed table's training statistics: the closed form,
+    no scores, no picture).
 
     Args:
         max_rows: parameters listed one per row at most; above it only the largest errors are listed.
+        plot: draw `fit.png` at the end of `fit`.
     """
 
-    def __init__(self, max_rows: int = 10) -> None:
+    def __init__(self, max_rows: int = 10, plot: bool = True) -> None:
         self.max_rows = max_rows
+        self.plot = plot
         self.result: dict[str, Any] = {}
         self.rates: list[float] = []
+        self.history: dict[str, list[float]] = {"epoch": [], "train/loss": [], "val/loss": []}
+        self.path: str | None = None  # the picture, once drawn
         self._restart_clock()
 
     def _restart_clock(self) -> None:
@@ -99,6 +110,9 @@ class ParameterReport(Callback):
         if self._finished_epoch is None or not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
+        self.history["epoch"].append(self._finished_epoch + 1)
+        for name in ("train/loss", "val/loss"):
+            self.history[name].append(float(metrics[name]) if name in metrics else float("nan"))
         parts = [f"{name} {float(metrics[name]):.6g}" for name in ("train/loss", "val/loss") if name in metrics]
         parts.append(f"{self.rates[-1]:,.0f} samples/s")
         print(f"epoch {self._finished_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts), flush=True)
@@ -106,8 +120,11 @@ class ParameterReport(Callback):
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not hasattr(pl_module, "learned_parameters"):
-            return
+        if hasattr(pl_module, "learned_parameters"):
+            self._report(trainer, pl_module)
+        self._draw(trainer, pl_module)
+
+    def _report(self, trainer: Trainer, pl_module: LightningModule) -> None:
         datamodule = trainer.datamodule
         splits = getattr(datamodule, "splits", None) or {}
         learned_w, learned_b = pl_module.learned_parameters()
@@ -143,6 +160,57 @@ class ParameterReport(Callback):
             if self.rates:
                 steady = self.rates[1:] or self.rates  # the first epoch includes start-up
                 print(f"training throughput: {sum(steady) / len(steady):.0f} samples/s", flush=True)
+
+    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """`fit.png` in the run's log directory, and to TensorBoard when it is a logger."""
+        # every process asks: `trainer.log_dir` broadcasts rank zero's directory to the others under DDP
+        path = os.path.join(trainer.log_dir or ".", "fit.png")
+        if not self.plot or not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        if not plots_available():
+            message = 'plotting needs matplotlib, the `plots` extra: pip install -e ".[plots]"'
+            print(f"ParameterReport: no fit.png: {message}", flush=True)
+            return
+        splits = getattr(trainer.datamodule, "splits", None) or {}
+        name = next((n for n in ("val", "test", "train") if n in splits and len(splits[n][0])), None)
+        if name is None:
+            print("ParameterReport: no fit.png: the data module holds no in-memory `splits` to plot", flush=True)
+            return
+        features, targets = splits[name][:2]
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            predicted = pl_module(features).reshape(-1).cpu()
+        pl_module.train(was_training)
+        features, targets = features.cpu().double(), targets.cpu()
+        # the report's exact optimum (the model's own objective), else plain least squares
+        closed_w, closed_b = self.result.get("closed_w"), self.result.get("closed_b")
+        if closed_w is None:
+            closed_w, closed_b = least_squares(*(t.cpu() for t in splits["train"][:2]))
+        learned = truth = names = None
+        true_w, true_b = getattr(trainer.datamodule, "true_w", None), getattr(trainer.datamodule, "true_b", None)
+        if true_w is not None and true_b is not None and hasattr(pl_module, "learned_parameters"):
+            learned_w, learned_b = pl_module.learned_parameters()
+            learned, truth = [*learned_w.tolist(), float(learned_b)], [*true_w.tolist(), float(true_b)]
+            names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
+        figure = plot_fit(
+            path,
+            epochs=self.history["epoch"],
+            train_loss=self.history["train/loss"],
+            val_loss=self.history["val/loss"],
+            actual=targets,
+            predicted=predicted,
+            closed_form_predicted=features @ closed_w + closed_b,
+            split_name={"val": "validation", "test": "test", "train": "training"}[name],
+            learned=learned,
+            truth=truth,
+            parameter_names=names,
+        )
+        self.path = path
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure("fit", figure, global_step=trainer.global_step, close=False)
+        print(f"wrote the fit plot to {path}", flush=True)
 
     def _ratio_line(self) -> str:
         ratio, kind = self.result["objective_ratio"], self.result["kind"]
@@ -250,97 +318,6 @@ def _training_statistics(datamodule: Any) -> NormalEquations | None:
 def _scores(predictions: Tensor, targets: Tensor) -> tuple[float, float]:
     r2 = float(r2_score(predictions, targets)) if len(targets) > 1 else float("nan")
     return float(mean_squared_error(predictions, targets)), r2
-
-
-class FitPlot(Callback):
-    """At the end of `fit`, draws `fit.png` in the run's log directory (and logs it to TensorBoard).
-
-    Panels: training and validation loss per epoch; predicted against actual targets on the validation
-    split (else test, else training) with the closed-form least-squares predictions beside the model's;
-    the residuals; and, for synthetic data, learned against true parameters. Drawn once, on rank zero.
-
-    What it reads: the data module's in-memory `splits` (without them, e.g. streamed or a user's own
-    data, it says so in one line and draws nothing), the model's `learned_parameters()` and the data's
-    `true_w`/`true_b` for the last panel. matplotlib is the `plots` extra: without it, one line says so.
-    """
-
-    def __init__(self) -> None:
-        self.path: str | None = None
-        self.epochs: list[int] = []
-        self.train_loss: list[float] = []
-        self.val_loss: list[float] = []
-        self._finished_epoch: int | None = None
-
-    @override
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._finished_epoch = trainer.current_epoch
-
-    @override
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._record_finished_epoch(trainer)
-
-    @override
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._record_finished_epoch(trainer)
-
-    def _record_finished_epoch(self, trainer: Trainer) -> None:
-        # read once the epoch is wholly over: the model logs train/loss in its own on_train_epoch_end,
-        # which runs after the callbacks'
-        if self._finished_epoch is None:
-            return
-        metrics = trainer.callback_metrics
-        self.epochs.append(self._finished_epoch + 1)
-        self.train_loss.append(float(metrics["train/loss"]) if "train/loss" in metrics else float("nan"))
-        self.val_loss.append(float(metrics["val/loss"]) if "val/loss" in metrics else float("nan"))
-        self._finished_epoch = None
-
-    @override
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # every process asks: `trainer.log_dir` broadcasts rank zero's directory to the others under DDP
-        path = os.path.join(trainer.log_dir or ".", "fit.png")
-        if not trainer.is_global_zero or trainer.fast_dev_run:
-            return
-        if not plots_available():
-            message = 'plotting needs matplotlib, the `plots` extra: pip install -e ".[plots]"'
-            print(f"FitPlot: no fit.png: {message}", flush=True)
-            return
-        splits = getattr(trainer.datamodule, "splits", None) or {}
-        name = next((n for n in ("val", "test", "train") if n in splits and len(splits[n][0])), None)
-        if name is None:
-            print("FitPlot: no fit.png: the data module holds no in-memory splits (`splits`) to plot", flush=True)
-            return
-        features, targets = splits[name][:2]
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
-            predicted = pl_module(features).reshape(-1).cpu()
-        pl_module.train(was_training)
-        features, targets = features.cpu().double(), targets.cpu()
-        closed_w, closed_b = least_squares(*(t.cpu() for t in splits["train"][:2]))
-        learned = truth = names = None
-        true_w, true_b = getattr(trainer.datamodule, "true_w", None), getattr(trainer.datamodule, "true_b", None)
-        if true_w is not None and true_b is not None and hasattr(pl_module, "learned_parameters"):
-            learned_w, learned_b = pl_module.learned_parameters()
-            learned, truth = [*learned_w.tolist(), float(learned_b)], [*true_w.tolist(), float(true_b)]
-            names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
-        figure = plot_fit(
-            path,
-            epochs=self.epochs,
-            train_loss=self.train_loss,
-            val_loss=self.val_loss,
-            actual=targets,
-            predicted=predicted,
-            closed_form_predicted=features @ closed_w + closed_b,
-            split_name={"val": "validation", "test": "test", "train": "training"}[name],
-            learned=learned,
-            truth=truth,
-            parameter_names=names,
-        )
-        self.path = path
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure("fit", figure, global_step=trainer.global_step, close=False)
-        print(f"wrote the fit plot to {path}", flush=True)
 
 
 class DivergenceGuard(Callback):

@@ -39,6 +39,8 @@ from torch import Tensor
 
 from linreg_pl.errors import ConfigError
 
+ROWS_AT_ONCE = 65536  # rows folded in per step of `NormalEquations.update`
+
 
 class NormalEquations:
     """Float64 sufficient statistics of (features, targets) for linear regression, gathered block by block.
@@ -72,6 +74,10 @@ class NormalEquations:
             )
         rows = len(features)
         if rows == 0:
+            return
+        if rows > ROWS_AT_ONCE:  # float64 copies of one slice at a time: memory stays small for any block
+            for start in range(0, rows, ROWS_AT_ONCE):
+                self.update(features[start : start + ROWS_AT_ONCE], targets.reshape(-1)[start : start + ROWS_AT_ONCE])
             return
         block = torch.cat([features.double(), targets.double().reshape(-1, 1)], dim=1)
         mean = block.mean(dim=0)
@@ -218,14 +224,10 @@ class NormalEquations:
         return torch.where(std > 0, std, torch.ones_like(std))
 
 
-def least_squares(features: Tensor, targets: Tensor, rows_at_once: int = 65536) -> tuple[Tensor, Tensor]:
-    """The exact least-squares weight and bias for `targets ≈ features·w + b`, in float64.
-
-    Accumulates `NormalEquations` over blocks of `rows_at_once` rows, so memory stays at one block.
-    """
+def least_squares(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """The exact least-squares weight and bias for `targets ≈ features·w + b`, in float64."""
     statistics = NormalEquations()
-    for start in range(0, len(features), rows_at_once):
-        statistics.update(features[start : start + rows_at_once], targets[start : start + rows_at_once])
+    statistics.update(features, targets)
     return statistics.solve()
 
 

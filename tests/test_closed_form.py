@@ -78,11 +78,12 @@ def smooth_gradient(features, targets, weight, bias, l2):
     return -2 * features.T @ residual / len(targets) + 2 * l2 * weight
 
 
-def test_least_squares_matches_lstsq_on_the_design_with_an_intercept_column():
+def test_least_squares_matches_lstsq_on_the_design_with_an_intercept_column(monkeypatch):
+    monkeypatch.setattr("linreg_pl.closed_form.ROWS_AT_ONCE", 128)  # several slices of one block
     features, targets = regression()
     design = torch.cat([features, torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
     expected = torch.linalg.lstsq(design, targets.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
-    weight, bias = least_squares(features, targets, rows_at_once=128)
+    weight, bias = least_squares(features, targets)
     assert weight.dtype == bias.dtype == torch.float64 and weight.shape == (6,) and bias.shape == ()
     torch.testing.assert_close(weight, expected[:-1], rtol=0, atol=1e-10)
     torch.testing.assert_close(bias, expected[-1], rtol=0, atol=1e-10)
@@ -100,13 +101,14 @@ def test_blocks_of_any_sizes_give_what_one_block_gives():
             torch.testing.assert_close(blocked, single, rtol=1e-11, atol=1e-12)
 
 
-def test_large_offsets_and_mixed_scales_keep_the_answer_accurate():
+def test_large_offsets_and_mixed_scales_keep_the_answer_accurate(monkeypatch):
+    monkeypatch.setattr("linreg_pl.closed_form.ROWS_AT_ONCE", 256)
     # raw sums of squares of 10⁴ ± 1 keep 8 digits of the variance; this gets the bias ~100% wrong
     generator = torch.Generator().manual_seed(2)
     features = torch.randn(2000, 2, generator=generator, dtype=torch.float64) * torch.tensor([1.0, 1000.0]) + 1e4
     true_w = torch.tensor([0.7, -0.003], dtype=torch.float64)
     targets = features @ true_w + 2.5
-    weight, bias = least_squares(features, targets, rows_at_once=256)
+    weight, bias = least_squares(features, targets)
     assert float(((weight - true_w) / true_w).abs().max()) < 1e-8
     assert abs(float(bias) - 2.5) / 2.5 < 1e-8
 

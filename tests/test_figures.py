@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, run_cli, version_dir
 
 from linreg_pl import figures
-from linreg_pl.callbacks import FitPlot
+from linreg_pl.callbacks import ParameterReport
 from linreg_pl.errors import ConfigError
 from linreg_pl.figures import MAX_POINTS, plot_fit, plots_available
 
@@ -131,7 +131,7 @@ def test_without_matplotlib_plot_fit_names_the_install_command(tmp_path, monkeyp
     assert not (tmp_path / "fit.png").exists()
 
 
-# FitPlot, the callback in configs/default.yaml: a real run (fast_dev_run logs nothing) writes fit.png
+# ParameterReport (configs/default.yaml) draws fit.png: a real run (fast_dev_run logs nothing) writes it
 
 
 @needs_matplotlib
@@ -140,11 +140,11 @@ def test_fit_writes_fit_png_in_the_run_directory(isolated, capsys):
     path = version_dir(isolated) / "fit.png"
     assert png_size(path) == (1600, 400)  # four panels: synthetic data know their true parameters
     assert f"wrote the fit plot to {cli.trainer.log_dir}/fit.png" in capsys.readouterr().out
-    plot = next(c for c in cli.trainer.callbacks if isinstance(c, FitPlot))
-    assert plot.epochs == [1, 2, 3]
+    plot = next(c for c in cli.trainer.callbacks if isinstance(c, ParameterReport))
+    assert plot.history["epoch"] == [1, 2, 3]
     metrics = list(csv.DictReader((version_dir(isolated) / "metrics.csv").open()))
-    assert plot.train_loss == pytest.approx([float(r["train/loss"]) for r in metrics if r["train/loss"]])
-    assert plot.val_loss == pytest.approx([float(r["val/loss"]) for r in metrics if r["val/loss"]])
+    assert plot.history["train/loss"] == pytest.approx([float(r["train/loss"]) for r in metrics if r["train/loss"]])
+    assert plot.history["val/loss"] == pytest.approx([float(r["val/loss"]) for r in metrics if r["val/loss"]])
 
 
 @needs_matplotlib
@@ -168,8 +168,9 @@ def test_fit_without_matplotlib_says_which_extra_once_and_finishes(isolated, cap
     )
     run_cli("fit", "--trainer.max_epochs", "1")
     out = capsys.readouterr().out
-    assert out.count("FitPlot: no fit.png") == 1
-    assert 'FitPlot: no fit.png: plotting needs matplotlib, the `plots` extra: pip install -e ".[plots]"\n' in out
+    assert out.count("ParameterReport: no fit.png") == 1
+    needs = 'ParameterReport: no fit.png: plotting needs matplotlib, the `plots` extra: pip install -e ".[plots]"\n'
+    assert needs in out
     assert not (version_dir(isolated) / "fit.png").exists()
     assert (version_dir(isolated) / "checkpoints" / "last.ckpt").is_file()
 
@@ -187,5 +188,5 @@ def test_fit_on_data_without_in_memory_splits_skips_the_plot_in_one_line(isolate
         "1",
     )
     out = capsys.readouterr().out
-    assert out.count("FitPlot: no fit.png") == 1 and "no in-memory splits" in out
+    assert out.count("ParameterReport: no fit.png") == 1 and "no in-memory `splits`" in out
     assert (version_dir(isolated) / "checkpoints" / "last.ckpt").is_file()
