@@ -232,7 +232,7 @@ class ParameterReport(Callback):
         reference, against = (truth, "true") if truth is not None else (closed, kind)
         errors = [abs(a - b) for a, b in zip(learned, reference, strict=True)] if reference else None
         header = f"{'parameter':<10}{'true':>12}{kind:>15}{'learned':>12}"
-        lines = ["", header + (f"{f'|learned - {against}|':>24}" if errors else "")]
+        lines = ["", header + (f"  {f'|learned - {against}|':>22}" if errors else "")]
         rows = list(range(len(names)))
         if len(names) > self.max_rows:  # the largest errors, or the first rows when nothing to compare with
             rows = sorted(sorted(rows, key=lambda i: -errors[i])[: self.max_rows]) if errors else rows[: self.max_rows]

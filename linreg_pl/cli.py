@@ -303,6 +303,8 @@ def main(args: list[str] | None = None) -> LinearRegressionCLI | None:
     warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
     # predict batches carry their own row numbers (PredictionWriter uses them), not sampler indices
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
+    # this project's model logs once per epoch, so an epoch shorter than `log_every_n_steps` loses nothing
+    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
     argv = sys.argv[1:] if args is None else args
     try:
         if argv[:1] == ["export"]:
