@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import ROOT, run_cli
-from test_training_to_the_optimum import noisy_table, table_args, write_table
+from test_training_to_the_optimum import noisy_table, write_table
 
 from linreg_pl.closed_form import NormalEquations
 from linreg_pl.errors import ConfigError
@@ -45,16 +45,17 @@ def test_zero_penalties_leave_the_seed_experiment_bit_identical(isolated, monkey
 
 
 def test_ridge_through_the_cli_reaches_the_exact_ridge_optimum(isolated, capsys):
-    # little noise: 1e-3 is within what 60 epochs of SGD on 280 rows resolve
+    # A cosine-decaying lr converges to the optimum (5.6e-4 relative here); csv.yaml's tail averaging on
+    # top of it stalls at 1.4e-3 on this table (see the README), so this run decays without averaging.
     write_table(isolated / "table.csv", noisy_table(seed=0, noise=0.1))
-    cli = run_cli("fit", *table_args(isolated / "table.csv"), "--model.l2_strength", "0.1")
+    table = ["--data", "TableRegressionDataModule", "--data.path", str(isolated / "table.csv"), "--data.target", "y"]
+    decay = ["--model.scheduler", "CosineAnnealingLR", "--model.scheduler.T_max", "300", "--trainer.max_epochs", "300"]
+    cli = run_cli("fit", *table, *decay, "--model.l2_strength", "0.1")
     weight, bias = cli.model.learned_parameters()
     expected_w, expected_b = exact(cli, 0.0, 0.1, standardize=True)
     least_w, _ = exact(cli, 0.0, 0.0, standardize=True)
-    # The brief asked for 1e-3; measured 1.4e-3 (2.0e-3 in standardised weights), and 1.3e-3 after 150
-    # epochs: a gap that does not shrink with training, not yet explained. 3e-3 until it is.
-    assert (weight.double() - expected_w).norm() <= 3e-3 * expected_w.norm()
-    assert abs(float(bias) - float(expected_b)) <= 3e-3 * abs(float(expected_b))
+    assert (weight.double() - expected_w).norm() <= 1e-3 * expected_w.norm()
+    assert abs(float(bias) - float(expected_b)) <= 1e-3 * abs(float(expected_b))
     assert (least_w - expected_w).norm() > 0.05 * expected_w.norm()  # ridge is not least squares here
     out = capsys.readouterr().out
     assert "ridge" in out and "training ridge objective, learned / exact optimum = 1.0000" in out
