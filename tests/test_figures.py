@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_cli, version_dir
+from conftest import ROOT, SMALL_STREAM, run_cli, version_dir
 
 from linreg_pl import figures
 from linreg_pl.callbacks import ParameterReport
@@ -176,17 +176,7 @@ def test_fit_without_matplotlib_says_which_extra_once_and_finishes(isolated, cap
 
 
 def test_fit_on_data_without_in_memory_splits_skips_the_plot_in_one_line(isolated, capsys):
-    run_cli(
-        "fit",
-        "--config",
-        str(ROOT / "configs" / "stream.yaml"),
-        "--data.num_examples",
-        "20000",
-        "--data.chunk_size",
-        "2000",
-        "--trainer.max_epochs",
-        "1",
-    )
+    run_cli("fit", *SMALL_STREAM, "--trainer.max_epochs", "1")
     out = capsys.readouterr().out
     assert out.count("ParameterReport: no fit.png") == 1 and "no in-memory `splits`" in out
     assert (version_dir(isolated) / "checkpoints" / "last.ckpt").is_file()
