@@ -7,4 +7,4 @@ Import the pieces from their modules (`linreg_pl.model.LinearRegression`,
 `python -m linreg_pl` pays only for what it uses.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
