@@ -8,7 +8,7 @@ Writes the table once as CSV and as Parquet to a temporary folder, then times, i
       copied below unchanged (float32 torch tensors) plus the old finite check;
   (b) `read_table` on the CSV (pyarrow.csv, multi-threaded, float64, every cell checked);
   (c) `read_table` on the Parquet file;
-  (d) `iter_csv_batches` over the CSV (float32 batches, streaming);
+  (d) `CSVByteRanges` over the CSV: the first pass and every range, float32 (streaming);
   (e) `ParquetRowGroups.read` over every row group (float32, streaming).
 Best of --repeats runs each except the baseline (one run); the ratios are against (a).
 """
@@ -28,7 +28,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import torch
 
-from linreg_pl.tables import ParquetRowGroups, iter_csv_batches, read_table
+from linreg_pl.tables import CSVByteRanges, ParquetRowGroups, read_table
 
 
 # ---- (a) the baseline: linreg_pl.data._read_csv as it was, error handling included ------------------------
@@ -91,9 +91,12 @@ def main() -> None:
         timings = {"(a) baseline csv.reader + float()": baseline}
         timings["(b) read_table CSV (pyarrow)"], new = best_of(args.repeats, lambda: read_table(str(csv_path)))
         timings["(c) read_table Parquet"], from_parquet = best_of(args.repeats, lambda: read_table(str(parquet_path)))
-        timings["(d) iter_csv_batches, float32"], _ = best_of(
-            args.repeats, lambda: sum(len(b["y"]) for b in iter_csv_batches(str(csv_path)))
-        )
+
+        def every_byte_range() -> int:
+            ranges = CSVByteRanges(str(csv_path))
+            return sum(len(ranges.read(i)["y"]) for i in range(len(ranges)))
+
+        timings["(d) CSVByteRanges, float32"], _ = best_of(args.repeats, every_byte_range)
 
         def every_row_group() -> int:
             groups = ParquetRowGroups(str(parquet_path))

@@ -4,7 +4,6 @@
     names = column_names("data/part-*.parquet")          # the header or schema only
     parts = ParquetRowGroups("data/parts/")              # row groups of a table bigger than memory
     first = parts.read(0)                                # {name: float32 array} of one row group
-    for batch in iter_csv_batches("data/big.csv"): ...   # record batches of a CSV, in file order
     ranges = CSVByteRanges("data/big.csv")               # a CSV bigger than memory, randomly accessible
     first = ranges.read(0)                                # {name: float32 array} of one byte range
     chunks = chunked_table("data/parts/", ["x", "y"])     # either of the two, by the path
@@ -26,7 +25,6 @@ import glob
 import importlib
 import importlib.util
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -286,36 +284,6 @@ def _count_rows(block: bytes) -> int:
     return int(len(ends) - np.count_nonzero(lengths == 0) - np.count_nonzero(carriage))
 
 
-def iter_csv_batches(
-    path: str, columns: list[str] | None = None, block_size: int = 1 << 24, dtype: type[np.floating] = np.float32
-) -> Iterator[dict[str, np.ndarray]]:
-    """A CSV file as consecutive batches of rows, each `{name: array of dtype}`, in file order.
-
-    For files bigger than memory: pyarrow parses one block of `block_size` bytes at a time, so batches hold
-    a varying number of rows (the last may be short) and there is no random access. The header, separator
-    and columns are checked when this is called; the cells as the batches are read.
-
-    Args:
-        path: the CSV file.
-        columns: the columns to read, in this order; None reads every column.
-        block_size: bytes of the file parsed per batch.
-        dtype: np.float32 (training, half the memory) or np.float64 (statistics).
-    """
-    source = Path(path)
-    if not source.is_file():
-        raise ConfigError(f"data file {path!r} does not exist")
-    pa = _pyarrow_module("pyarrow", path)
-    layout = _csv_layout(source)
-    columns = _check_csv_columns(source, layout, columns)
-    options = _csv_options(layout, columns, pa.float64(), use_threads=True, block_size=block_size)
-    try:
-        # opening parses the first block already
-        reader = _pyarrow_module("pyarrow.csv", path).open_csv(source, **options)
-    except pa.ArrowInvalid as error:
-        raise _first_csv_problem(source, layout, columns, error, block_size) from None
-    return _csv_batches(source, layout, columns, reader, dtype, block_size)
-
-
 # ---- CSV ------------------------------------------------------------------------------------------------
 
 
@@ -394,28 +362,6 @@ def _read_csv(file: Path, columns: list[str] | None) -> dict[str, np.ndarray]:
     except pa.ArrowInvalid as error:
         raise _first_csv_problem(file, layout, columns, error) from None
     return {name: table.column(name).to_numpy() for name in columns}
-
-
-def _csv_batches(
-    file: Path, layout: _CSVLayout, columns: list[str], reader: Any, dtype: type[np.floating], block_size: int
-) -> Iterator[dict[str, np.ndarray]]:
-    import pyarrow as pa
-
-    first_row = 1
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
-        except pa.ArrowInvalid as error:
-            raise _first_csv_problem(file, layout, columns, error, block_size) from None
-        yield {
-            name: _as_finite(batch.column(name).to_numpy(), f"{file}: column {name!r}", first_row, dtype)
-            for name in columns
-        }
-        first_row += batch.num_rows
-    if first_row == 1:
-        raise ConfigError(f"{file}: the file holds no data rows")
 
 
 def _first_csv_problem(

@@ -10,10 +10,16 @@ import numpy as np
 import pytest
 
 from linreg_pl.errors import ConfigError
-from linreg_pl.tables import ParquetRowGroups, column_names, iter_csv_batches, read_table
+from linreg_pl.tables import CSVByteRanges, ParquetRowGroups, column_names, read_table
 
 pa = pytest.importorskip("pyarrow")  # the `tables` extra
 pq = pytest.importorskip("pyarrow.parquet")
+
+
+def stream_csv(path: str, columns: list[str] | None = None, chunk_bytes: int = 1 << 24, dtype=np.float32):
+    """Every byte range of a CSV read as the streamed table module reads it, in file order."""
+    ranges = CSVByteRanges(path, columns, chunk_bytes)
+    return [ranges.read(i, dtype=dtype) for i in range(len(ranges))]
 
 
 def table(n: int = 50, seed: int = 0) -> dict[str, np.ndarray]:
@@ -130,10 +136,10 @@ def test_folder_and_glob_give_the_same_row_groups(tmp_path):
     assert len(by_folder.files) == 3  # _SUCCESS is not a part
 
 
-def test_csv_batches_come_in_file_order(tmp_path):
+def test_csv_byte_ranges_come_in_file_order(tmp_path):
     expected = table(n=2000)
     write_csv(tmp_path / "t.csv", expected)
-    batches = list(iter_csv_batches(str(tmp_path / "t.csv"), ["price", "area"], block_size=4096, dtype=np.float64))
+    batches = stream_csv(str(tmp_path / "t.csv"), ["price", "area"], chunk_bytes=4096, dtype=np.float64)
     assert len(batches) > 10
     assert_same(
         {k: np.concatenate([b[k] for b in batches]) for k in ("price", "area")},
@@ -142,7 +148,7 @@ def test_csv_batches_come_in_file_order(tmp_path):
             "area": expected["area"],
         },
     )
-    first = next(iter_csv_batches(str(tmp_path / "t.csv")))
+    first = stream_csv(str(tmp_path / "t.csv"), ["rooms"])[0]
     assert first["rooms"].dtype == np.float32
 
 
@@ -186,7 +192,7 @@ def test_bad_csv_files_are_one_line_errors(content, expected, tmp_path, monkeypa
     if expected is None:
         assert read_table("t.csv")["x"][1] == 1e39
         with pytest.raises(ConfigError) as error:
-            list(iter_csv_batches("t.csv"))
+            stream_csv("t.csv")
         assert str(error.value) == "t.csv: column 'x': 1e+39 in data row 2 is too large for float32"
         return
     with pytest.raises(ConfigError) as error:
@@ -194,7 +200,7 @@ def test_bad_csv_files_are_one_line_errors(content, expected, tmp_path, monkeypa
     assert str(error.value) == expected
     # streaming says the same
     with pytest.raises(ConfigError) as error:
-        list(iter_csv_batches("t.csv"))
+        stream_csv("t.csv")
     assert str(error.value) == expected
 
 
@@ -204,7 +210,7 @@ def test_a_bad_cell_deep_in_a_streamed_file_is_found_on_its_line(tmp_path, monke
     rows[2500] = "7,seven"  # line 2503: the header, 2500 rows and a blank line come before it
     (tmp_path / "t.csv").write_text("x,y\n" + "\n".join(rows[:1000]) + "\n\n" + "\n".join(rows[1000:]) + "\n")
     expected = "t.csv: line 2503, column 'y': 'seven' is not a number"
-    for read in (lambda: read_table("t.csv"), lambda: list(iter_csv_batches("t.csv", block_size=2048))):
+    for read in (lambda: read_table("t.csv"), lambda: stream_csv("t.csv", chunk_bytes=2048)):
         with pytest.raises(ConfigError) as error:
             read()
         assert str(error.value) == expected
@@ -218,7 +224,7 @@ def test_missing_files_and_columns(tmp_path, monkeypatch):
     cases = [
         (lambda: read_table("none.csv"), "data file 'none.csv' does not exist"),
         (lambda: read_table("none.parquet"), "data file 'none.parquet' does not exist"),
-        (lambda: iter_csv_batches("none.csv"), "data file 'none.csv' does not exist"),
+        (lambda: stream_csv("none.csv"), "data file 'none.csv' does not exist"),
         (lambda: column_names("none.npz"), "data file 'none.npz' does not exist"),
         (lambda: read_table("parts/x-*.parquet"), "no file matches 'parts/x-*.parquet'"),
         (lambda: ParquetRowGroups("nothing"), "folder 'nothing' holds no Parquet files (.parquet, .parq, .pq)"),
@@ -228,7 +234,7 @@ def test_missing_files_and_columns(tmp_path, monkeypatch):
             "t.csv: columns ['size', 'age'] not found; the file has columns ['rooms', 'area', 'price']",
         ),
         (
-            lambda: iter_csv_batches("t.csv", ["size"]),
+            lambda: stream_csv("t.csv", ["size"]),
             "t.csv: columns ['size'] not found; the file has columns ['rooms', 'area', 'price']",
         ),
         (
@@ -311,7 +317,7 @@ def test_without_pyarrow_csv_and_parquet_ask_for_the_extra_and_numpy_still_reads
     cases = [
         (lambda: read_table("t.csv"), 't.csv: reading .csv tables needs the tables extra: pip install -e ".[tables]"'),
         (
-            lambda: iter_csv_batches("t.csv"),
+            lambda: stream_csv("t.csv"),
             't.csv: reading .csv tables needs the tables extra: pip install -e ".[tables]"',
         ),
         (
