@@ -271,7 +271,9 @@ class SyntheticStreamDataModule(LightningDataModule):
         chunk_size: examples per chunk, rounded up to a multiple of `batch_size`.
     """
 
-    feature_names: list[str] | None = None  # synthetic columns have no names (the CLI links this)
+    # what the CLI links into the model: synthetic columns have no names, N(0, 1) features need no standardising
+    feature_names: list[str] | None = None
+    standardization: dict[str, list[float]] | None = None
 
     def __init__(
         self,
@@ -303,8 +305,6 @@ class SyntheticStreamDataModule(LightningDataModule):
         self.chunk_size = math.ceil(chunk_size / batch_size) * batch_size
         self.chunk_ranges = self._chunk_ranges(val_fraction, test_fraction)  # fail now, before the Trainer starts
         self._loaders: list[StreamingLoader] = []
-        # what the CLI links into `LinearRegression(standardization=...)`: streamed data are not standardised
-        self.standardization = None
 
     def _chunk_ranges(self, val_fraction: float, test_fraction: float) -> dict[str, range]:
         name = type(self).__name__
