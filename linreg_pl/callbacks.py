@@ -28,7 +28,7 @@ from typing_extensions import override
 from linreg_pl.checkpoint_io import remove_stale_temporaries
 from linreg_pl.closed_form import NormalEquations, least_squares
 from linreg_pl.errors import ConfigError
-from linreg_pl.figures import plot_fit, plots_available
+from linreg_pl.figures import MISSING_MATPLOTLIB, plot_fit, plots_available
 
 
 class DivergenceError(RuntimeError):
@@ -168,8 +168,7 @@ class ParameterReport(Callback):
         if not self.plot or not trainer.is_global_zero or trainer.fast_dev_run:
             return
         if not plots_available():
-            message = 'plotting needs matplotlib, the `plots` extra: pip install -e ".[plots]"'
-            print(f"ParameterReport: no fit.png: {message}", flush=True)
+            print(f"ParameterReport: no fit.png: {MISSING_MATPLOTLIB}", flush=True)
             return
         splits = getattr(trainer.datamodule, "splits", None) or {}
         name = next((n for n in ("val", "test", "train") if n in splits and len(splits[n][0])), None)

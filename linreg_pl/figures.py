@@ -2,9 +2,9 @@
 
     python -m linreg_pl fit --config configs/default.yaml
 
-serves it through a callback (to be wired) that calls `plot_fit` after training, saves the PNG beside
-the logs and hands the returned Figure to TensorBoard (`SummaryWriter.add_figure`). matplotlib is the
-optional `plots` extra: `plots_available()` lets a callback skip quietly when it is missing.
+draws it at the end of the fit through `ParameterReport` (linreg_pl/callbacks.py), which calls `plot_fit`,
+which saves `<log_dir>/fit.png`; with TensorBoard the report also logs the returned Figure there.
+matplotlib is the optional `plots` extra: `plots_available()` lets the report skip it when missing.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ DPI = 100
 MAX_POINTS = 5_000
 # beyond this many parameters the labels overlap; the points and the identity line still read
 MAX_PARAMETER_LABELS = 12
+
+
+MISSING_MATPLOTLIB = 'plotting needs matplotlib, the `plots` extra: pip install -e ".[plots]"'
 
 
 def plots_available() -> bool:
@@ -70,7 +73,7 @@ def plot_fit(
         parameter_names: a label for each parameter; positions when not given.
     """
     if not plots_available():
-        raise ConfigError('plotting needs matplotlib, the `plots` extra: pip install -e ".[plots]"')
+        raise ConfigError(MISSING_MATPLOTLIB)
     from matplotlib.figure import Figure
 
     if truth is not None and (learned is None or len(learned) != len(truth)):
