@@ -20,7 +20,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from typing_extensions import override
 
-from linreg_pl.batches import BatchIndexSampler, TensorBatchLoader
+from linreg_pl.batches import BatchIndexSampler, TensorBatchLoader, gather
 from linreg_pl.closed_form import NormalEquations
 from linreg_pl.errors import ConfigError
 from linreg_pl.tables import column_names, read_table
@@ -180,7 +180,7 @@ class RegressionDataModule(LightningDataModule):
             for split, rows in zip(("train", "val", "test"), parts, strict=True):
                 # rows stay sorted so that a split keeps the input order (predictions come out in it)
                 rows = rows.sort().values
-                self.splits[split] = (features[rows], targets[rows], rows)
+                self.splits[split] = (*gather((features, targets), rows), rows)
         return self.splits
 
     @override

@@ -20,7 +20,7 @@ every step, leaves behaviour unchanged, and was measured on the default experime
   callback, whether the callback implements it or not, and each call first builds the profiler's
   action name (for a `ModelCheckpoint`, `state_key` formats a dict). Lightning skips a hook that is
   not callable, so for the length of a run each callback's inherited, empty per-batch hooks are set
-  to None on the instance: 11% of the step with the default config's five callbacks.
+  to None on the instance: 9% of the step (606 -> 549 µs, median of 8 runs each, default config).
 
 All come as one profiler rather than a callback: Lightning calls every hook of every callback on
 every step, so a callback would give back part of what it saves. Choosing another profiler

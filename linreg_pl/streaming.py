@@ -35,7 +35,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from typing_extensions import override
 
-from linreg_pl.batches import shard
+from linreg_pl.batches import gather, shard
 from linreg_pl.closed_form import NormalEquations
 from linreg_pl.data import check_split_arguments, feature_columns, split_sizes, synthetic_truth
 from linreg_pl.errors import ConfigError
@@ -106,11 +106,7 @@ class ChunkSource:
             if order is not None:
                 order = order.to(tensors[0].device)
             for start in range(0, len(tensors[0]), size):
-                if order is None:
-                    yield tuple(t[start : start + size] for t in tensors)
-                else:
-                    rows = order[start : start + size]
-                    yield tuple(t[rows] for t in tensors)
+                yield gather(tensors, slice(start, start + size) if order is None else order[start : start + size])
 
 
 class SyntheticChunks(ChunkSource):
