@@ -3,6 +3,7 @@ and this project's `fit`; plus streaming memory/speed and whole-process start-up
 
     python benchmarks/throughput.py                       # everything, on CPU
     python benchmarks/throughput.py --sections loops      # only the in-process loop comparison
+    python benchmarks/throughput.py --sections cuts       # linreg_pl/fast.py's cuts, one at a time
     python benchmarks/throughput.py --device cuda         # the same on a GPU
 
 Sections:
@@ -12,6 +13,7 @@ Sections:
              experiment (1000 x 2, batch 10) and on 1M x 100, batch 4096. Training time only: from
              the start of an epoch to the end of its last training batch, median over epochs after
              the first; validation and checkpointing are outside the timed span.
+  cuts       the default experiment's step with linreg_pl/fast.py's cuts added one at a time.
   streaming  50M x 100 generated on the fly (20 GB if materialised) in a child process; peak memory of
              the whole process tree, and samples/s against the in-memory path at 1M x 100.
   process    wall time of `python -m linreg_pl fit --config configs/default.yaml` against a plain
@@ -21,6 +23,8 @@ Sections:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import subprocess
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -153,9 +158,10 @@ def classic_lightning(features, targets, batch_size: int, epochs: int, limit_bat
     return summarise(timer.spans, samples, timer.steps)
 
 
-def project_fit(n: int, d: int, batch_size: int, epochs: int, device: str) -> dict:
+def project_fit(n: int, d: int, batch_size: int, epochs: int, device: str, extra: Sequence[str] = ()) -> dict:
     """This project's fit exactly as `python -m linreg_pl fit --config configs/default.yaml` builds it
-    (logger, checkpoints, guard, report, profiler, saved config), with a timer appended."""
+    (logger, checkpoints, guard, report, profiler, saved config), with a timer appended; `extra`
+    arguments after the others."""
     from linreg_pl.cli import build_cli
 
     # 10% more examples for the validation split, so that n examples are trained on, as in (a) and (b)
@@ -180,15 +186,17 @@ def project_fit(n: int, d: int, batch_size: int, epochs: int, device: str) -> di
         "0",
         "--data.init_args.batch_size",
         str(batch_size),
+        *extra,
     ]
     timer = EpochTimer.make()
     here = os.getcwd()
     with tempfile.TemporaryDirectory() as logs:
         os.chdir(logs)
         try:
-            cli = build_cli(args, run=False)
-            cli.trainer.callbacks.append(timer)
-            cli.trainer.fit(cli.model, cli.datamodule)
+            with contextlib.redirect_stdout(io.StringIO()):  # the report's lines, once per run
+                cli = build_cli(args, run=False)
+                cli.trainer.callbacks.append(timer)
+                cli.trainer.fit(cli.model, cli.datamodule)
         finally:
             os.chdir(here)
     trained = len(cli.datamodule.splits["train"][0])
@@ -236,6 +244,41 @@ def loops_section(device: str) -> list[str]:
         c_over_b = f"{c['samples_per_s'] / b['samples_per_s']:.1f}x"
         lines.append(f"| {name} | {fmt(a)} | {fmt(a2)} | {fmt(b)} | {fmt(c)} | {c_over_a} | {c_over_a2} | {c_over_b} |")
         print(lines[-1], flush=True)
+    return lines
+
+
+def cuts_section(device: str, rounds: int) -> list[str]:
+    """The default experiment's step as linreg_pl/fast.py's cuts are added one at a time, the variants
+    interleaved `rounds` times so that machine noise hits them alike."""
+    import linreg_pl.fast as fast
+
+    every_hook = fast.PER_BATCH_HOOKS
+    variants = {
+        "Lightning's own profiler (`--trainer.profiler null`)": (["--trainer.profiler", "null"], every_hook),
+        "+ one shared no-op profiler context (`fast.NoOpProfiler`)": (
+            ["--trainer.profiler", "linreg_pl.fast.NoOpProfiler"],
+            every_hook,
+        ),
+        "+ plain `_current_fx_name` store": ([], ()),
+        "+ callbacks' inherited per-batch hooks hidden (all of `fast.LightningOverheadCuts`)": ([], every_hook),
+    }
+    steps: dict[str, list[float]] = {name: [] for name in variants}
+    try:
+        for _ in range(rounds):
+            for name, (extra, hooks) in variants.items():
+                fast.PER_BATCH_HOOKS = hooks
+                steps[name].append(project_fit(800, 2, 10, 8, device, extra)["step_us"])
+    finally:
+        fast.PER_BATCH_HOOKS = every_hook
+    lines = [f"## linreg_pl/fast.py, cut by cut (default experiment, median step of {rounds} interleaved runs)", ""]
+    lines += ["| profiler | step | this cut saves |", "|---|---|---|"]
+    previous = None
+    for name, times in steps.items():
+        step = statistics.median(times)
+        saved = "-" if previous is None else f"{(previous - step) / previous:.0%} of the step above"
+        lines.append(f"| {name} | {step:.0f} us | {saved} |")
+        print(lines[-1], flush=True)
+        previous = step
     return lines
 
 
@@ -381,16 +424,19 @@ def process_section(repeats: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--sections", default="loops,streaming,process")
+    parser.add_argument("--sections", default="loops,cuts,streaming,process")
     parser.add_argument("--streaming-examples", type=int, default=50_000_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", help="also write the tables (Markdown) to this file")
     args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # the CLI built in-process gets its arguments from `project_fit`, not from here
     torch.manual_seed(0)
     sections = args.sections.split(",")
     lines = [f"# linreg_pl throughput: {machine(args.device)}", ""]
     if "loops" in sections:
         lines += loops_section(args.device) + [""]
+    if "cuts" in sections:
+        lines += cuts_section(args.device, args.repeats) + [""]
     if "streaming" in sections:
         lines += streaming_section(args.device, args.streaming_examples) + [""]
     if "process" in sections:
