@@ -7,7 +7,7 @@ and this project's `fit`; plus streaming memory/speed and whole-process start-up
     python benchmarks/throughput.py --device cuda         # the same on a GPU
 
 Sections:
-  loops      (a) plain loop, randperm + slicing; (b) TensorDataset + DataLoader + Trainer, logging the
+  loops      (a) plain loop, randperm + `features[index]`; (b) TensorDataset + DataLoader + Trainer, logging the
              loss every step (the usual port); (c) this project's LinearRegression + data module +
              Trainer as the CLI builds them (CSV logger, checkpoints, callbacks). Each on the default
              experiment (1000 x 2, batch 10) and on 1M x 100, batch 4096. Training time only: from
@@ -222,7 +222,7 @@ def _accelerator(tensor) -> str:
 def loops_section(device: str) -> list[str]:
     lines = ["## Training loops (samples/s; per-step time; ratio to the plain loop)", ""]
     lines.append(
-        "| case | (a) plain loop, randperm + slicing | (a') plain loop, DataLoader | (b) classic Lightning port "
+        "| case | (a) plain loop, randperm + indexing | (a') plain loop, DataLoader | (b) classic Lightning port "
         "| (c) this project's fit | c/a samples/s (step time) | c/a' step time | c/b samples/s |"
     )
     lines.append("|---|---|---|---|---|---|---|---|")
@@ -244,7 +244,35 @@ def loops_section(device: str) -> list[str]:
         c_over_b = f"{c['samples_per_s'] / b['samples_per_s']:.1f}x"
         lines.append(f"| {name} | {fmt(a)} | {fmt(a2)} | {fmt(b)} | {fmt(c)} | {c_over_a} | {c_over_a2} | {c_over_b} |")
         print(lines[-1], flush=True)
+    lines += ["", gather_line(device)]
+    print(lines[-1], flush=True)
     return lines
+
+
+def gather_line(device: str) -> str:
+    """One batch of 4096 random rows of a 1M x 100 tensor, as the plain loop takes it (advanced
+    indexing) and as this project does (`index_select`, in `linreg_pl.batches.gather`)."""
+    features, targets = data(1_000_000, 100, device)
+    order = torch.randperm(len(features), device=features.device)
+    batches = [order[first : first + 4096] for first in range(0, len(order), 4096)]
+
+    def per_batch(take) -> float:
+        _sync(features)
+        start = time.perf_counter()
+        for index in batches:
+            take(index)
+        _sync(features)
+        return (time.perf_counter() - start) / len(batches) * 1e6
+
+    indexing, selecting = [], []
+    for _ in range(3):  # interleaved
+        indexing.append(per_batch(lambda index: (features[index], targets[index])))
+        selecting.append(per_batch(lambda index: (features.index_select(0, index), targets.index_select(0, index))))
+    a, b = statistics.median(indexing), statistics.median(selecting)
+    return (
+        f"Gathering a batch of 4096 random rows of 1M x 100 (features and targets): `features[index]` {a:.0f} us, "
+        f"`index_select` {b:.0f} us ({a / b:.1f}x faster)."
+    )
 
 
 def cuts_section(device: str, rounds: int) -> list[str]:
@@ -401,23 +429,30 @@ print("w", net.weight.data, "b", net.bias.data)
 
 def process_section(repeats: int) -> list[str]:
     lines = ["## Whole process, default experiment (wall seconds, median of runs)", ""]
+    config = str(ROOT / "configs" / "default.yaml")
+    commands = {
+        "plain seed-style script": None,  # written below
+        "`python -m linreg_pl fit --config configs/default.yaml`": [sys.executable, "-m", "linreg_pl"],
+        # the same CLI without linreg_pl/__main__.py's collector handling
+        "the same through `linreg_pl.cli.main()` alone": [
+            sys.executable,
+            "-c",
+            "from linreg_pl.cli import main; main()",
+        ],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as work:
         script = Path(work) / "plain.py"
         script.write_text(PLAIN_SCRIPT)
-        plain, project = [], []
-        for _ in range(repeats):  # interleaved, so that machine noise hits both alike
-            plain.append(run_measured([sys.executable, str(script)], work)[0])
-            project.append(
-                run_measured(
-                    [sys.executable, "-m", "linreg_pl", "fit", "--config", str(ROOT / "configs" / "default.yaml")], work
-                )[0]
-            )
-    a, c = statistics.median(plain), statistics.median(project)
-    lines.append(
-        f"plain seed-style script: {a:.2f} s; `python -m linreg_pl fit --config configs/default.yaml`: "
-        f"{c:.2f} s; ratio {c / a:.2f}x"
-    )
-    print(lines[-1], flush=True)
+        for _ in range(repeats):  # interleaved, so that machine noise hits all alike
+            for name, prefix in commands.items():
+                command = [sys.executable, str(script)] if prefix is None else [*prefix, "fit", "--config", config]
+                times[name].append(run_measured(command, work)[0])
+    plain = statistics.median(times["plain seed-style script"])
+    for name, values in times.items():
+        wall = statistics.median(values)
+        lines.append(f"- {name}: {wall:.2f} s ({wall / plain:.2f}x)")
+        print(lines[-1], flush=True)
     return lines
 
 

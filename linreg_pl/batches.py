@@ -1,4 +1,4 @@
-"""The batch path: whole batches gathered from tensors with one index operation, no per-sample work.
+"""The batch path: whole batches gathered from tensors by `gather`, no per-sample work.
 
 A `torch.utils.data.DataLoader` over a `TensorDataset` indexes and collates one sample at a time,
 which costs more than the whole step of a small model. Here a sampler yields one index tensor per
@@ -17,15 +17,16 @@ from torch import Tensor
 
 
 def gather(tensors: Sequence[Tensor], index: Tensor | slice) -> tuple[Tensor, ...]:
-    """The rows `index` of each tensor: views for a slice, else one `index_select` per tensor.
+    """Rows of each tensor: views for a `slice`, else copies of the rows a 1-D tensor of row numbers
+    (int64 or int32, on any device) names, in its order.
 
-    `index_select` copies whole rows; `t[index]` (advanced indexing) goes through torch's general
-    indexing kernel and is 3x slower on a batch of 4096 random rows of 100 float32 features (1282 vs
-    440 µs, 2 CPU cores). The rows are the same.
+    `index_select` copies whole rows; `t[index]` (advanced indexing) takes the same rows through torch's
+    general indexing kernel, about 3x slower for a batch of 4096 rows of 100 float32 features
+    (`python benchmarks/throughput.py --sections loops` measures both).
     """
     if isinstance(index, slice):
         return tuple(t[index] for t in tensors)
-    return tuple(t.index_select(0, index) for t in tensors)
+    return tuple(t.index_select(0, index.to(t.device)) for t in tensors)
 
 
 def shard(order: Tensor, rank: int, num_replicas: int, even: bool) -> Tensor:

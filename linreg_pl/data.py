@@ -5,7 +5,7 @@
 
 `RegressionDataModule` splits whatever `load_tensors()` returns into train/val/test (shares of the
 examples chosen by a seeded permutation) and batches each split through `linreg_pl.batches`, which
-gathers a whole batch with one index operation. Data larger than memory stream from
+gathers a whole batch at once (`linreg_pl.batches.gather`). Data larger than memory stream from
 `linreg_pl.streaming` (`SyntheticStreamDataModule`, `TableStreamDataModule`).
 """
 

@@ -88,26 +88,33 @@ class LightningOverheadCuts(NoOpProfiler):
     `_current_fx_name` and switches off the per-batch hooks the callbacks inherit without implementing.
 
     Lightning hands a profiler the model (`_lightning_module`), already attached to its trainer and
-    callbacks, just before `setup`, and calls `teardown` when the run is over: the model's class is
-    swapped for a subclass with the plain attribute store in between and the empty hooks are hidden
-    behind None, and both are undone after.
+    callbacks, just before `setup`: the model's class is swapped for a subclass with the plain attribute
+    store, and the empty hooks are hidden behind None. Both are undone in `teardown`, which Lightning
+    calls after a run that ends normally, and by `_UndoOnException` after one that raises.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._swapped: tuple[Any, type] | None = None
         self._silenced: list[tuple[Callback, str]] = []
+        self._undo_callback = _UndoOnException(self)
+        self._callbacks: list[Callback] = []  # the trainer's list, which holds `_undo_callback` during a run
 
     @override
     def setup(self, stage: str, local_rank: int | None = None, log_dir: str | None = None) -> None:
         super().setup(stage, local_rank, log_dir)
         module = getattr(self, "_lightning_module", None)
-        if module is not None and self._swapped is None:
+        if module is None:
+            return
+        if self._swapped is None:
             model_class = module.__class__  # a weak proxy of the model: `type()` would name the proxy
             self._swapped = (module, model_class)
             module.__class__ = _fast_class(model_class)
-        if module is not None and not self._silenced:
-            for callback in module.trainer.callbacks:
+        callbacks = self._callbacks = module.trainer.callbacks
+        if self._undo_callback not in callbacks:
+            callbacks.append(self._undo_callback)
+        if not self._silenced:
+            for callback in callbacks:
                 for hook in PER_BATCH_HOOKS:
                     if hook not in vars(callback) and getattr(type(callback), hook) is getattr(Callback, hook):
                         setattr(callback, hook, None)  # Lightning calls a hook only `if callable(fn)`
@@ -115,15 +122,34 @@ class LightningOverheadCuts(NoOpProfiler):
 
     @override
     def teardown(self, stage: str | None) -> None:
+        self._undo()
+        if self._undo_callback in self._callbacks:
+            self._callbacks.remove(self._undo_callback)
+        super().teardown(stage)
+
+    def _undo(self) -> None:
         if self._swapped is not None:
             module, model_class = self._swapped
             self._swapped = None
             with contextlib.suppress(ReferenceError):  # a model already gone needs nothing back
                 module.__class__ = model_class
         for callback, hook in self._silenced:
-            delattr(callback, hook)  # the class's own (empty) hook shows through again
+            if vars(callback).get(hook, False) is None:  # still ours: the class's (empty) hook shows again
+                delattr(callback, hook)
         self._silenced = []
-        super().teardown(stage)
+
+
+class _UndoOnException(Callback):
+    """Lightning tears a profiler down only after a run that ends normally; after one that raises (an
+    error, Ctrl-C, SIGTERM) it calls the callbacks' `on_exception` instead, where this one undoes the cuts.
+    """
+
+    def __init__(self, cuts: LightningOverheadCuts) -> None:
+        self.cuts = cuts
+
+    @override
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self.cuts._undo()
 
 
 _FAST_CLASSES: dict[type, type] = {}

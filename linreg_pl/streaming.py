@@ -12,8 +12,8 @@ seed + epoch) and the examples inside each; the chunks are dealt out to processe
 process, to its generating threads, so every share is disjoint.
 
 `num_workers` background threads generate whole chunks ahead; the training thread gathers each batch
-from a chunk with one index operation, as for data in memory. Generation overlaps training, which is
-what makes streaming about as fast as data in memory.
+from a chunk by `linreg_pl.batches.gather`, as for data in memory. Generation overlaps training; on a
+few CPU cores, making the data is what bounds the speed (README, "Speed").
 
 A table streams the same way, with its row groups (Parquet) or byte ranges (CSV) as chunks: see
 `TableStreamDataModule` for its splits, its padding under DDP and its one pass for the statistics.
@@ -99,7 +99,7 @@ class ChunkSource:
         return (index + self.seed * 0x9E3779B1) & 0xFFFFFFFF
 
     def batches(self, chunks: Iterator[tuple[int, Chunk]]) -> Iterator[Chunk]:
-        """Batches of the given chunks, each gathered with one index operation (or sliced, in order)."""
+        """Batches of the given chunks, each gathered at once (or sliced, in order)."""
         size = self.batch_size
         for index, tensors in chunks:
             order = self.batch_order(index, len(tensors[0]))
