@@ -21,7 +21,7 @@ def gather(tensors: Sequence[Tensor], index: Tensor | slice) -> tuple[Tensor, ..
     (int64 or int32, on any device) names, in its order.
 
     `index_select` copies whole rows; `t[index]` (advanced indexing) takes the same rows through torch's
-    general indexing kernel, about 3x slower for a batch of 4096 rows of 100 float32 features
+    general indexing kernel, 3-4x slower for a batch of 4096 rows of 100 float32 features
     (`python benchmarks/throughput.py --sections loops` measures both).
     """
     if isinstance(index, slice):

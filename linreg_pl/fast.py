@@ -8,20 +8,20 @@ A step of the default experiment (batch 10, 2 features) is a few microseconds of
 the rest is Lightning's per-step bookkeeping. Each cut below removes work Lightning repeats on
 every step and leaves behaviour unchanged. Each was measured on the default experiment, added one
 at a time, with `python benchmarks/throughput.py --sections cuts --repeats 8` (median step of 8
-interleaved runs; 2-core CPU, torch 2.13, lightning 2.6.6): 740 µs a step without any, 529 µs with all.
+interleaved runs; 2-core CPU, torch 2.13, lightning 2.6.6): 774 µs a step without any, 566 µs with all.
 
 - A no-op profiler: Lightning wraps every hook call, ~40 a step, in `trainer.profiler.profile(name)`;
   the default `PassThroughProfiler` builds a fresh generator-based context manager each time.
-  One shared no-op context instead: 11% of the step (740 -> 659 µs).
+  One shared no-op context instead: 12% of the step (774 -> 680 µs).
 - The model's `_current_fx_name`: Lightning records the running hook in this attribute around every
   hook call, ~44 a step, through `nn.Module.__setattr__`, which first searches the module's
   parameters, buffers and submodules for the name. A plain `object.__setattr__` for that one name:
-  11% of what is left (659 -> 589 µs).
+  9% of what is left (680 -> 618 µs).
 - Callback hooks nobody wrote: Lightning calls each per-batch hook (6 a training step) on every
   callback, whether the callback implements it or not, and each call first builds the profiler's
   action name (for a `ModelCheckpoint`, `state_key` formats a dict). Lightning skips a hook that is
   not callable, so for the length of a run each callback's inherited, empty per-batch hooks are set
-  to None on the instance: 10% of what is left (589 -> 529 µs).
+  to None on the instance: 8% of what is left (618 -> 566 µs).
 
 All come as one profiler rather than a callback: Lightning calls every hook of every callback on
 every step, so a callback would give back part of what it saves. Choosing another profiler
