@@ -67,7 +67,13 @@ def split_sizes(
 
 
 def synthetic_truth(
-    owner: str, num_inputs: int, true_w: Sequence[float] | None, true_b: float, noise_std: float, seed: int
+    owner: str,
+    num_inputs: int,
+    num_examples: int,
+    true_w: Sequence[float] | None,
+    true_b: float,
+    noise_std: float,
+    seed: int,
 ) -> Tensor:
     """Checks the arguments of synthetic data and returns the true weight (drawn from `seed` if None)."""
     if not isinstance(num_inputs, int) or num_inputs < 1:
@@ -81,6 +87,8 @@ def synthetic_truth(
         raise ConfigError(f"{owner}: true_b must be a finite number, got {true_b!r}")
     if not (math.isfinite(noise_std) and noise_std >= 0):
         raise ConfigError(f"{owner}: noise_std must be a finite number >= 0, got {noise_std!r}")
+    if not isinstance(num_examples, int) or num_examples < 1:
+        raise ConfigError(f"{owner}: num_examples must be an integer >= 1, got {num_examples!r}")
     if true_w is None:  # a stream of its own, apart from the one that draws the examples
         return torch.randn(num_inputs, generator=torch.Generator().manual_seed(seed + 1))
     return torch.tensor(true_w, dtype=torch.float32)
@@ -263,9 +271,7 @@ class SyntheticRegressionDataModule(RegressionDataModule):
         # features drawn from N(0, 1) need no standardising
         super().__init__(batch_size, val_fraction, test_fraction, seed, standardize=False)
         name = type(self).__name__
-        self.true_w = synthetic_truth(name, num_inputs, true_w, true_b, noise_std, seed)
-        if not isinstance(num_examples, int) or num_examples < 1:
-            raise ConfigError(f"{name}: num_examples must be an integer >= 1, got {num_examples!r}")
+        self.true_w = synthetic_truth(name, num_inputs, num_examples, true_w, true_b, noise_std, seed)
         self.split_sizes(num_examples)  # fail now, not after the Trainer has started
         self.num_inputs = num_inputs
         self.num_examples = num_examples

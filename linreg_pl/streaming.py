@@ -288,9 +288,7 @@ class SyntheticStreamDataModule(LightningDataModule):
         super().__init__()
         name = type(self).__name__
         check_split_arguments(name, batch_size, val_fraction, test_fraction)
-        self.true_w = synthetic_truth(name, num_inputs, true_w, true_b, noise_std, seed)
-        if not isinstance(num_examples, int) or num_examples < 1:
-            raise ConfigError(f"{name}: num_examples must be an integer >= 1, got {num_examples!r}")
+        self.true_w = synthetic_truth(name, num_inputs, num_examples, true_w, true_b, noise_std, seed)
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ConfigError(f"{name}: num_workers must be an integer >= 0, got {num_workers!r}")
         if not isinstance(chunk_size, int) or chunk_size < 1:

@@ -47,6 +47,7 @@ def parse_error(capsys, *args: str) -> str:
         ([SYNTHETIC + "batch_size", "0"], "batch_size must be an integer >= 1, got 0"),
         ([SYNTHETIC + "num_examples", "11"], "11 examples leave 9 for training after the val/test splits"),
         ([SYNTHETIC + "num_examples", "5"], "fewer than 10; use more examples or a smaller batch_size"),
+        ([SYNTHETIC + "num_examples", "0"], "num_examples must be an integer >= 1, got 0"),
         (
             [SYNTHETIC + "true_w", "[1, 2, 3]"],
             "true_w has 3 values but num_inputs is 2; give 2 values, or true_w: null",
