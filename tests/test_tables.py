@@ -53,6 +53,14 @@ def assert_same(read: dict[str, np.ndarray], expected: dict[str, np.ndarray]) ->
 # ---- reading --------------------------------------------------------------------------------------------
 
 
+def assert_errors(cases) -> None:
+    """Each call raises a ConfigError whose text is exactly the expected line."""
+    for call, expected in cases:
+        with pytest.raises(ConfigError) as error:
+            call()
+        assert str(error.value) == expected
+
+
 def test_csv_values_are_the_numbers_written(tmp_path):
     expected = table()
     write_csv(tmp_path / "t.csv", expected)
@@ -246,10 +254,7 @@ def test_missing_files_and_columns(tmp_path, monkeypatch):
             "parts: columns ['price'] were not among those checked, ['area']",
         ),
     ]
-    for call, expected in cases:
-        with pytest.raises(ConfigError) as error:
-            call()
-        assert str(error.value) == expected
+    assert_errors(cases)
 
 
 def test_bad_parquet_files_are_one_line_errors(tmp_path, monkeypatch):
@@ -280,10 +285,7 @@ def test_bad_parquet_files_are_one_line_errors(tmp_path, monkeypatch):
             "nan.parquet: column 'x' has a NaN or infinite value in data row 6; every cell must be a finite number",
         ),
     ]
-    for call, expected in cases:
-        with pytest.raises(ConfigError) as error:
-            call()
-        assert str(error.value) == expected
+    assert_errors(cases)
     with pytest.raises(ConfigError, match=r"^broken.parquet: not a readable Parquet file \(") as error:
         read_table("broken.parquet")
     assert "\n" not in str(error.value)
@@ -329,8 +331,5 @@ def test_without_pyarrow_csv_and_parquet_ask_for_the_extra_and_numpy_still_reads
             'parts: reading .parquet tables needs the tables extra: pip install -e ".[tables]"',
         ),
     ]
-    for call, expected in cases:
-        with pytest.raises(ConfigError) as error:
-            call()
-        assert str(error.value) == expected
+    assert_errors(cases)
     assert list(read_table("t.npz")) == ["rooms", "area", "price"]
