@@ -130,7 +130,6 @@ class TensorBatchLoader:
         self.tensors = tuple(tensors)
         self.sampler = sampler
         self._handed_out = 0  # batches of the current epoch handed out so far
-        self._exhausted = False
         self._resume_from = 0
 
     def __len__(self) -> int:
@@ -138,23 +137,22 @@ class TensorBatchLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         start, self._resume_from = self._resume_from, 0
-        self._handed_out, self._exhausted = start, False
+        self._handed_out = start
         tensors = self.tensors
         for position, index in enumerate(self.sampler):
             if position < start:
                 continue
             self._handed_out += 1
             yield gather(tensors, index)
-        self._exhausted = True
 
     def state_dict(self) -> dict[str, int]:
         """Where this epoch stands; Lightning saves it in checkpoints so a mid-epoch resume is exact.
 
-        Lightning's training loop fetches one batch ahead, so the batch handed out last has not been
-        trained on yet, unless the epoch has run out.
+        Lightning fetches no batch ahead from a loader with a length, and it stops a run only between
+        steps (SIGTERM, and Ctrl-C through `InterruptCheckpoint`), so every batch handed out has been
+        trained on.
         """
-        position = len(self) if self._exhausted else max(self._handed_out - 1, 0)
-        return {"epoch": self.sampler.epoch, "position": position}
+        return {"epoch": self.sampler.epoch, "position": self._handed_out}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.set_epoch(state["epoch"])

@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import heapq
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -360,13 +362,14 @@ class DivergenceGuard(Callback):
 
 
 class InterruptCheckpoint(Callback):
-    """On Ctrl-C (SIGINT) or SIGTERM during `fit`, saves `interrupted.ckpt` beside the other checkpoints.
+    """On Ctrl-C or SIGTERM during `fit`, finishes the current step, saves `interrupted.ckpt` beside the other
+    checkpoints and exits with status 130 (Ctrl-C) or 143 (SIGTERM).
 
-    Lightning turns SIGTERM into a stop at the next batch and Ctrl-C into a graceful shutdown; both call
-    `on_exception` first. Other exceptions (a divergence, a bug) save nothing, so a bad state never
-    lands in a checkpoint. Resuming from `last.ckpt` (the last finished epoch) is exact; resuming from
-    `interrupted.ckpt` continues mid-epoch (see the README). With checkpointing off
-    (`--trainer.enable_checkpointing false`) it saves nothing and says so.
+    Lightning stops a run between steps on SIGTERM. For the length of `fit` this callback makes the first Ctrl-C
+    do the same, by sending the process SIGTERM, so resuming from `interrupted.ckpt` is exact either way. A
+    second Ctrl-C stops at once, inside a step, and saves nothing: resume from `last.ckpt`, the last finished
+    epoch. Other exceptions (a divergence, a bug) save nothing either, so a bad state never lands in a
+    checkpoint. With checkpointing off (`--trainer.enable_checkpointing false`) it saves nothing and says so.
 
     At the start of `fit` it also removes the temporary files that a killed checkpoint write left
     (`AtomicCheckpointIO`) in this run's checkpoint directories and in the one resumed from.
@@ -374,6 +377,16 @@ class InterruptCheckpoint(Callback):
 
     def __init__(self) -> None:
         self.path: str | None = None
+        self.signal = signal.SIGTERM  # what stopped the run: SIGINT once Ctrl-C was pressed
+        self._previous_sigint: Any = None
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.signal = signal.SIGTERM
+        # Lightning handles SIGTERM by now, in the main thread where the platform has it; elsewhere Ctrl-C
+        # stays as it is
+        if threading.current_thread() is threading.main_thread() and callable(signal.getsignal(signal.SIGTERM)):
+            self._previous_sigint = signal.signal(signal.SIGINT, self._finish_the_step)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -386,31 +399,61 @@ class InterruptCheckpoint(Callback):
         for directory in sorted(directories):
             remove_stale_temporaries(directory)
 
+    def _finish_the_step(self, signum: int, frame: Any) -> None:
+        self._restore_sigint()  # a second Ctrl-C raises KeyboardInterrupt at once
+        self.signal = signal.SIGINT
+        print("\nCtrl-C: stopping after this step (press it again to stop at once, saving nothing)", flush=True)
+        signal.raise_signal(signal.SIGTERM)
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._restore_sigint()
+
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._restore_sigint()
         if trainer.state.fn != "fit" or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
+        last = last_checkpoint_path(trainer)
+        if isinstance(exception, KeyboardInterrupt):
+            self._say(trainer, f"Stopped at once (KeyboardInterrupt): nothing saved. {_resume(last)}")
+            return
+        exception.code = 128 + self.signal  # the exit status, as for a process stopped by that signal
+        name = "Ctrl-C" if self.signal == signal.SIGINT else "SIGTERM"
         if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
             return
         if not trainer.checkpoint_callbacks:
-            if trainer.is_global_zero:
-                print(
-                    f"\nInterrupted ({type(exception).__name__}): checkpointing is off "
-                    "(--trainer.enable_checkpointing false), so nothing was saved.",
-                    flush=True,
-                )
+            self._say(
+                trainer,
+                f"Interrupted ({name}): checkpointing is off (--trainer.enable_checkpointing false), "
+                "so nothing was saved.",
+            )
             return
         checkpoint = trainer.checkpoint_callback
         directory = getattr(checkpoint, "dirpath", None) or os.path.join(trainer.log_dir or ".", "checkpoints")
-        last = last_checkpoint_path(trainer)
         self.path = os.path.join(directory, "interrupted.ckpt")
         trainer.save_checkpoint(self.path, weights_only=False)  # everything, optimiser and loops too
+        self._say(
+            trainer,
+            f"Interrupted ({name}) between steps: saved {self.path}. Resume exactly with: "
+            f"fit <same config> --ckpt_path {self.path}",
+        )
+
+    @staticmethod
+    def _say(trainer: Trainer, message: str) -> None:
         if trainer.is_global_zero:
-            print(
-                f"\nInterrupted ({type(exception).__name__}): saved {self.path}. Resume exactly from the last "
-                f"finished epoch with: fit <same config> --ckpt_path {last or self.path}",
-                flush=True,
-            )
+            print(f"\n{message}", flush=True)
+
+
+def _resume(last: str) -> str:
+    if last:
+        return f"Resume from the last finished epoch with: fit <same config> --ckpt_path {last}"
+    return "No epoch had finished, so there is nothing to resume from."
 
 
 def last_checkpoint_path(trainer: Trainer) -> str:

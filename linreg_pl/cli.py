@@ -313,9 +313,9 @@ def main(args: list[str] | None = None) -> LinearRegressionCLI | None:
         cli = build_cli(args)
         _close_process_group()
         return cli
-    except SIGTERMException:
-        # Lightning stopped at the next batch and InterruptCheckpoint saved; exit as a terminated process does
-        raise SystemExit(128 + signal.SIGTERM) from None
+    except SIGTERMException as stop:
+        # Lightning stopped between steps; InterruptCheckpoint saved and set the status (130 after Ctrl-C)
+        raise SystemExit(stop.code or 128 + signal.SIGTERM) from None
     except Exception as error:
         ours = _our_error(error)
         if ours is None or debug:

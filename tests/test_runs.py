@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,20 +56,57 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_last_good_one(capsy
     assert resumed.trainer.global_step == 240
 
 
-def test_the_interrupt_checkpoint_goes_through_the_plugin(isolated, monkeypatch):
+def press_ctrl_c(times: int = 1, at_step: int = 81):
+    """A stand-in for `DivergenceGuard.on_train_batch_end` that sends this process Ctrl-C (SIGINT) `times`
+    times at `at_step` (81: one step into epoch 2)."""
+
+    def hook(self, trainer, *args):
+        if trainer.global_step == at_step:
+            for _ in range(times):
+                signal.raise_signal(signal.SIGINT)
+
+    return hook
+
+
+@pytest.fixture
+def sigint_handler():
+    """Puts back this process's Ctrl-C handler: Lightning ignores Ctrl-C after a KeyboardInterrupt."""
+    previous = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_finishes_the_step_and_saves_through_the_plugin(isolated, monkeypatch, capsys, sigint_handler):
     from checkpoint_faults import RecordingCheckpointIO
 
-    def interrupt(self, trainer, *args):  # Ctrl-C during the second epoch
-        if trainer.current_epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", interrupt)
+    monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", press_ctrl_c())
     RecordingCheckpointIO.written.clear()
-    with pytest.raises(SystemExit):  # Lightning exits with status 1 after a graceful Ctrl-C
+    with pytest.raises(SystemExit) as exit_info:
         run_cli("fit", "--trainer.plugins", "checkpoint_faults.RecordingCheckpointIO")
+    assert exit_info.value.code == 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
     checkpoints = version_dir(isolated) / "checkpoints"
-    assert RecordingCheckpointIO.written[-1] == "./lightning_logs/version_0/checkpoints/interrupted.ckpt"
-    assert torch.load(checkpoints / "interrupted.ckpt", weights_only=True)["global_step"] == 81  # one step into epoch 2
+    named = "./lightning_logs/version_0/checkpoints/interrupted.ckpt"
+    assert RecordingCheckpointIO.written[-1] == named
+    saved = torch.load(checkpoints / "interrupted.ckpt", weights_only=True)
+    assert saved["global_step"] == 81
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "position": 1}]
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"Interrupted (Ctrl-C) between steps: saved {named}. Resume exactly with: fit <same config> --ckpt_path {named}"
+    )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_a_second_ctrl_c_stops_at_once_and_saves_nothing(isolated, monkeypatch, capsys, sigint_handler):
+    monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", press_ctrl_c(times=2))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit")
+    assert exit_info.value.code == 1  # Lightning's status after a KeyboardInterrupt
+    checkpoints = version_dir(isolated) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best-0-80.ckpt", "last.ckpt"]
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Stopped at once (KeyboardInterrupt): nothing saved. Resume from the last finished epoch "
+        "with: fit <same config> --ckpt_path ./lightning_logs/version_0/checkpoints/last.ckpt"
+    )
 
 
 def test_stale_temporaries_of_a_killed_write_are_removed_when_fit_starts(isolated):
@@ -132,13 +170,11 @@ def test_checkpointing_off_writes_no_checkpoint(isolated):
 
 
 def test_an_interrupt_with_checkpointing_off_says_nothing_was_saved(isolated, monkeypatch, capsys):
-    def interrupt(self, trainer, *args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", interrupt)
-    with pytest.raises(SystemExit):
+    monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", press_ctrl_c(at_step=1))
+    with pytest.raises(SystemExit) as exit_info:
         run_cli("fit", "--trainer.enable_checkpointing", "false")
-    assert "Interrupted (KeyboardInterrupt): checkpointing is off" in capsys.readouterr().out
+    assert exit_info.value.code == 130
+    assert "Interrupted (Ctrl-C): checkpointing is off" in capsys.readouterr().out
     assert not list(isolated.rglob("*.ckpt"))
 
 
