@@ -148,9 +148,9 @@ class TensorBatchLoader:
     def state_dict(self) -> dict[str, int]:
         """Where this epoch stands; Lightning saves it in checkpoints so a mid-epoch resume is exact.
 
-        Lightning fetches no batch ahead from a loader with a length, and it stops a run only between
-        steps (SIGTERM, and Ctrl-C through `InterruptCheckpoint`), so every batch handed out has been
-        trained on.
+        Lightning fetches no batch ahead from a loader with a length, and saves checkpoints only between
+        steps (at a batch's or an epoch's end, or when it stops on SIGTERM), so every batch handed out
+        has been trained on.
         """
         return {"epoch": self.sampler.epoch, "position": self._handed_out}
 

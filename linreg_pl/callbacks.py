@@ -367,8 +367,8 @@ class InterruptCheckpoint(Callback):
 
     Lightning stops a run between steps on SIGTERM. For the length of `fit` this callback makes the first Ctrl-C
     do the same, by sending the process SIGTERM, so resuming from `interrupted.ckpt` is exact either way. A
-    second Ctrl-C stops at once, inside a step, and saves nothing: resume from `last.ckpt`, the last finished
-    epoch. Other exceptions (a divergence, a bug) save nothing either, so a bad state never lands in a
+    second Ctrl-C, or any Ctrl-C with several processes, stops at once, inside a step, and saves nothing:
+    resume from `last.ckpt`, the last finished epoch. Other exceptions (a divergence, a bug) save nothing either, so a bad state never lands in a
     checkpoint. With checkpointing off (`--trainer.enable_checkpointing false`) it saves nothing and says so.
 
     At the start of `fit` it also removes the temporary files that a killed checkpoint write left
@@ -377,16 +377,22 @@ class InterruptCheckpoint(Callback):
 
     def __init__(self) -> None:
         self.path: str | None = None
-        self.signal = signal.SIGTERM  # what stopped the run: SIGINT once Ctrl-C was pressed
-        self._previous_sigint: Any = None
+        self.stopped_by = signal.SIGTERM  # SIGINT once Ctrl-C was pressed
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.signal = signal.SIGTERM
-        # Lightning handles SIGTERM by now, in the main thread where the platform has it; elsewhere Ctrl-C
-        # stays as it is
-        if threading.current_thread() is threading.main_thread() and callable(signal.getsignal(signal.SIGTERM)):
-            self._previous_sigint = signal.signal(signal.SIGINT, self._finish_the_step)
+        self.stopped_by = signal.SIGTERM
+        # Lightning handles SIGTERM by now, in the main thread where the platform has it, and puts back every
+        # handler it found (this one's too) when the run ends. Ctrl-C is left alone where a program chose its
+        # own handling, and with several processes, where Lightning's SIGTERM stop can hang (see the README).
+        if (
+            trainer.world_size > 1
+            or threading.current_thread() is not threading.main_thread()
+            or not callable(signal.getsignal(signal.SIGTERM))
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            return
+        signal.signal(signal.SIGINT, self._finish_the_step)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -400,31 +406,21 @@ class InterruptCheckpoint(Callback):
             remove_stale_temporaries(directory)
 
     def _finish_the_step(self, signum: int, frame: Any) -> None:
-        self._restore_sigint()  # a second Ctrl-C raises KeyboardInterrupt at once
-        self.signal = signal.SIGINT
-        print("\nCtrl-C: stopping after this step (press it again to stop at once, saving nothing)", flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C raises KeyboardInterrupt
+        self.stopped_by = signal.SIGINT
+        # os.write, not print: a signal can land while print holds stderr
+        os.write(2, b"\nCtrl-C: stopping after this step (press it again to stop at once, saving nothing)\n")
         signal.raise_signal(signal.SIGTERM)
-
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
-
-    @override
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._restore_sigint()
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._restore_sigint()
         if trainer.state.fn != "fit" or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
-        last = last_checkpoint_path(trainer)
         if isinstance(exception, KeyboardInterrupt):
-            self._say(trainer, f"Stopped at once (KeyboardInterrupt): nothing saved. {_resume(last)}")
+            self._say(trainer, f"Stopped at once (KeyboardInterrupt): nothing saved. {_resume_hint(trainer)}")
             return
-        exception.code = 128 + self.signal  # the exit status, as for a process stopped by that signal
-        name = "Ctrl-C" if self.signal == signal.SIGINT else "SIGTERM"
+        exception.code = 128 + self.stopped_by  # the exit status, as for a process stopped by that signal
+        name = "Ctrl-C" if self.stopped_by == signal.SIGINT else "SIGTERM"
         if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
             return
         if not trainer.checkpoint_callbacks:
@@ -438,11 +434,14 @@ class InterruptCheckpoint(Callback):
         directory = getattr(checkpoint, "dirpath", None) or os.path.join(trainer.log_dir or ".", "checkpoints")
         self.path = os.path.join(directory, "interrupted.ckpt")
         trainer.save_checkpoint(self.path, weights_only=False)  # everything, optimiser and loops too
-        self._say(
-            trainer,
-            f"Interrupted ({name}) between steps: saved {self.path}. Resume exactly with: "
-            f"fit <same config> --ckpt_path {self.path}",
-        )
+        if hasattr(trainer.train_dataloader, "state_dict"):  # it saved its place in the epoch
+            how = "Resume exactly with"
+        else:
+            how = (
+                "This data keeps no place in the epoch, so a resumed epoch's remaining steps start from its "
+                "first batches. Resume with"
+            )
+        self._say(trainer, f"Interrupted ({name}): saved {self.path}. {how}: fit <same config> --ckpt_path {self.path}")
 
     @staticmethod
     def _say(trainer: Trainer, message: str) -> None:
@@ -450,8 +449,8 @@ class InterruptCheckpoint(Callback):
             print(f"\n{message}", flush=True)
 
 
-def _resume(last: str) -> str:
-    if last:
+def _resume_hint(trainer: Trainer) -> str:
+    if last := last_checkpoint_path(trainer):
         return f"Resume from the last finished epoch with: fit <same config> --ckpt_path {last}"
     return "No epoch had finished, so there is nothing to resume from."
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 import torch
 from conftest import DEFAULT_CONFIG, EXPERIMENT_DATA, ROOT, run_cli, version_dir
+from signal_probe import interrupt_at
 
 from linreg_pl.data import SyntheticRegressionDataModule
 
@@ -30,6 +32,14 @@ def run_ddp(*args: str, cwd) -> str:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
+
+
+def test_ctrl_c_stops_every_ddp_process_at_once_and_saves_nothing(isolated):
+    code, output = interrupt_at(5, signal.SIGINT, *DDP, "--trainer.max_epochs", "1", cwd=isolated)
+    assert code == 1, output
+    stopped = "Stopped at once (KeyboardInterrupt): nothing saved. No epoch had finished, so there is nothing to resume"
+    assert stopped in output
+    assert not list(isolated.rglob("*.ckpt"))
 
 
 def metrics(path) -> dict[str, float]:

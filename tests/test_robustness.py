@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 from conftest import DEFAULT_CONFIG, run_cli, version_dir
 from lightning.pytorch import Callback
+from signal_probe import interrupt_at
 
 from linreg_pl.cli import main
 from linreg_pl.model import LinearRegression
@@ -209,40 +207,25 @@ def uninterrupted(tmp_path_factory):
     return StepParameters.after
 
 
-def interrupt_after_first_epoch(signum: int) -> tuple[int, str]:
-    """Start `fit` in a process of its own and send it `signum` early in its second epoch."""
-    process = subprocess.Popen(
-        [sys.executable, "-u", "-m", "linreg_pl", "fit", *INTERRUPTIBLE],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = []
-    for line in process.stdout:  # the first epoch is done and checkpointed
-        output.append(line)
-        if line.startswith("epoch 1/3"):
-            break
-    time.sleep(0.1)
-    process.send_signal(signum)
-    output.append(process.stdout.read())
-    return process.wait(timeout=120), "".join(output)
+INTERRUPTED_AT = STEPS_PER_EPOCH + 200  # in the second epoch
 
 
-@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_an_interrupted_run_saves_and_resumes_bit_identically(signum, exit_code, uninterrupted, isolated):
-    code, output = interrupt_after_first_epoch(signum)
+@pytest.mark.parametrize(
+    ("signum", "name", "exit_code"), [(signal.SIGTERM, "SIGTERM", 143), (signal.SIGINT, "Ctrl-C", 130)]
+)
+def test_an_interrupted_run_saves_and_resumes_bit_identically(signum, name, exit_code, uninterrupted, isolated):
+    code, output = interrupt_at(INTERRUPTED_AT, signum, *INTERRUPTIBLE, cwd=isolated)
     assert code == exit_code, output
-    assert "between steps: saved" in output
+    assert f"Interrupted ({name}): saved ./lightning_logs/version_0/checkpoints/interrupted.ckpt." in output
     checkpoints = version_dir(isolated) / "checkpoints"
     last, interrupted = checkpoints / "last.ckpt", checkpoints / "interrupted.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == STEPS_PER_EPOCH
-    stopped = torch.load(interrupted, weights_only=True)["global_step"]
-    assert stopped % STEPS_PER_EPOCH != 0  # mid-epoch
+    assert torch.load(interrupted, weights_only=True)["global_step"] == INTERRUPTED_AT
 
     # a few steps on from each checkpoint, the same bits as the run never stopped. Over whole epochs SGD
     # contracts any difference below float32's resolution, so only a short horizon shows a batch
     # trained twice or skipped.
-    for checkpoint, step in ((last, STEPS_PER_EPOCH), (interrupted, stopped)):
+    for checkpoint, step in ((last, STEPS_PER_EPOCH), (interrupted, INTERRUPTED_AT)):
         stop = ["--trainer.callbacks+", f"{__name__}.StopAtStep", "--trainer.callbacks.step", str(step + 3)]
         resumed = run_cli("fit", *INTERRUPTIBLE, *stop, "--ckpt_path", str(checkpoint))
         assert resumed.trainer.global_step == step + 3

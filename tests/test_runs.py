@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT, run_cli, version_dir
+from conftest import DEFAULT_CONFIG, ROOT, SMALL_STREAM, run_cli, version_dir
 
 ONE_EPOCH = ["--trainer.max_epochs", "1"]
 FILES = {"config.yaml", "hparams.yaml", "metrics.csv", "fit.png", "checkpoints/best-0-80.ckpt", "checkpoints/last.ckpt"}
@@ -69,14 +69,13 @@ def press_ctrl_c(times: int = 1, at_step: int = 81):
 
 
 @pytest.fixture
-def sigint_handler():
-    """Puts back this process's Ctrl-C handler: Lightning ignores Ctrl-C after a KeyboardInterrupt."""
-    previous = signal.getsignal(signal.SIGINT)
+def sigint_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     yield
     signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_finishes_the_step_and_saves_through_the_plugin(isolated, monkeypatch, capsys, sigint_handler):
+def test_ctrl_c_finishes_the_step_and_saves_through_the_plugin(isolated, monkeypatch, capsys):
     from checkpoint_faults import RecordingCheckpointIO
 
     monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", press_ctrl_c())
@@ -91,12 +90,23 @@ def test_ctrl_c_finishes_the_step_and_saves_through_the_plugin(isolated, monkeyp
     assert saved["global_step"] == 81
     assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "position": 1}]
     assert capsys.readouterr().out.splitlines()[-1] == (
-        f"Interrupted (Ctrl-C) between steps: saved {named}. Resume exactly with: fit <same config> --ckpt_path {named}"
+        f"Interrupted (Ctrl-C): saved {named}. Resume exactly with: fit <same config> --ckpt_path {named}"
     )
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back (by Lightning's teardown)
 
 
-def test_a_second_ctrl_c_stops_at_once_and_saves_nothing(isolated, monkeypatch, capsys, sigint_handler):
+def test_ctrl_c_on_streamed_data_says_the_resume_is_not_exact(isolated, monkeypatch, capsys):
+    monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", press_ctrl_c(at_step=5))
+    with pytest.raises(SystemExit):
+        run_cli("fit", *SMALL_STREAM)
+    named = "./lightning_logs/version_0/checkpoints/interrupted.ckpt"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"Interrupted (Ctrl-C): saved {named}. This data keeps no place in the epoch, so a resumed epoch's "
+        f"remaining steps start from its first batches. Resume with: fit <same config> --ckpt_path {named}"
+    )
+
+
+def test_a_second_ctrl_c_stops_at_once_and_saves_nothing(isolated, monkeypatch, capsys):
     monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", press_ctrl_c(times=2))
     with pytest.raises(SystemExit) as exit_info:
         run_cli("fit")
@@ -107,6 +117,15 @@ def test_a_second_ctrl_c_stops_at_once_and_saves_nothing(isolated, monkeypatch, 
         "Stopped at once (KeyboardInterrupt): nothing saved. Resume from the last finished epoch "
         "with: fit <same config> --ckpt_path ./lightning_logs/version_0/checkpoints/last.ckpt"
     )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_program_that_ignores_ctrl_c_keeps_ignoring_it(isolated, monkeypatch, sigint_ignored):
+    monkeypatch.setattr("linreg_pl.callbacks.DivergenceGuard.on_train_batch_end", press_ctrl_c())
+    cli = run_cli("fit")
+    assert cli.trainer.global_step == 240
+    assert not (version_dir(isolated) / "checkpoints" / "interrupted.ckpt").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_stale_temporaries_of_a_killed_write_are_removed_when_fit_starts(isolated):
