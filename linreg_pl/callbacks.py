@@ -9,6 +9,7 @@ predictions file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import heapq
 import os
@@ -362,14 +363,16 @@ class DivergenceGuard(Callback):
 
 
 class InterruptCheckpoint(Callback):
-    """On Ctrl-C or SIGTERM during `fit`, finishes the current step, saves `interrupted.ckpt` beside the other
-    checkpoints and exits with status 130 (Ctrl-C) or 143 (SIGTERM).
+    """On Ctrl-C or SIGTERM during `fit`'s training, finishes the current step, saves `interrupted.ckpt` beside
+    the other checkpoints and exits with status 130 (Ctrl-C) or 143 (SIGTERM).
 
-    Lightning stops a run between steps on SIGTERM. For the length of `fit` this callback makes the first Ctrl-C
-    do the same, by sending the process SIGTERM, so resuming from `interrupted.ckpt` is exact either way. A
-    second Ctrl-C, or any Ctrl-C with several processes, stops at once, inside a step, and saves nothing:
-    resume from `last.ckpt`, the last finished epoch. Other exceptions (a divergence, a bug) save nothing either, so a bad state never lands in a
-    checkpoint. With checkpointing off (`--trainer.enable_checkpointing false`) it saves nothing and says so.
+    Lightning stops a run between steps on SIGTERM. From the first training step to the end of the last, this
+    callback makes the first Ctrl-C do the same, by sending the process SIGTERM, so resuming from
+    `interrupted.ckpt` is exact either way. A second Ctrl-C stops at once, inside a step, and saves nothing:
+    resume from `last.ckpt`, the last finished epoch. The README lists where Ctrl-C is left to Lightning
+    (several processes among them). Other exceptions (a divergence, a bug) save nothing either, so a bad state
+    never lands in a checkpoint. With checkpointing off (`--trainer.enable_checkpointing false`) it saves
+    nothing and says so.
 
     At the start of `fit` it also removes the temporary files that a killed checkpoint write left
     (`AtomicCheckpointIO`) in this run's checkpoint directories and in the one resumed from.
@@ -380,22 +383,8 @@ class InterruptCheckpoint(Callback):
         self.stopped_by = signal.SIGTERM  # SIGINT once Ctrl-C was pressed
 
     @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.stopped_by = signal.SIGTERM
-        # Lightning handles SIGTERM by now, in the main thread where the platform has it, and puts back every
-        # handler it found (this one's too) when the run ends. Ctrl-C is left alone where a program chose its
-        # own handling, and with several processes, where Lightning's SIGTERM stop can hang (see the README).
-        if (
-            trainer.world_size > 1
-            or threading.current_thread() is not threading.main_thread()
-            or not callable(signal.getsignal(signal.SIGTERM))
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-        ):
-            return
-        signal.signal(signal.SIGINT, self._finish_the_step)
-
-    @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.stopped_by = signal.SIGTERM
         # after ModelCheckpoint's setup, which resolves its dirpath; one process deletes, as one writes
         if not trainer.is_global_zero:
             return
@@ -405,11 +394,28 @@ class InterruptCheckpoint(Callback):
         for directory in sorted(directories):
             remove_stale_temporaries(directory)
 
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning handles SIGTERM by now and puts back every handler it found (this one's too) when the run
+        # ends; the README says why Ctrl-C is otherwise left alone
+        if (
+            trainer.world_size == 1
+            and threading.current_thread() is threading.main_thread()
+            and callable(signal.getsignal(signal.SIGTERM))
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            signal.signal(signal.SIGINT, self._finish_the_step)
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if signal.getsignal(signal.SIGINT) == self._finish_the_step:  # training is over: Ctrl-C stops at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def _finish_the_step(self, signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C raises KeyboardInterrupt
         self.stopped_by = signal.SIGINT
-        # os.write, not print: a signal can land while print holds stderr
-        os.write(2, b"\nCtrl-C: stopping after this step (press it again to stop at once, saving nothing)\n")
+        with contextlib.suppress(OSError):  # os.write, not print: a signal can land while print holds stderr
+            os.write(2, b"\nCtrl-C: stopping after this step (press it again to stop at once, saving nothing)\n")
         signal.raise_signal(signal.SIGTERM)
 
     @override
@@ -430,11 +436,14 @@ class InterruptCheckpoint(Callback):
                 "so nothing was saved.",
             )
             return
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in Lightning's own shutdown: let the save finish
         checkpoint = trainer.checkpoint_callback
         directory = getattr(checkpoint, "dirpath", None) or os.path.join(trainer.log_dir or ".", "checkpoints")
         self.path = os.path.join(directory, "interrupted.ckpt")
         trainer.save_checkpoint(self.path, weights_only=False)  # everything, optimiser and loops too
-        if hasattr(trainer.train_dataloader, "state_dict"):  # it saved its place in the epoch
+        loader = trainer.train_dataloader  # None before the first training step: nothing to resume mid-way
+        if loader is None or (hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict")):
             how = "Resume exactly with"
         else:
             how = (

@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from lightning.pytorch import Callback
+from typing_extensions import override
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,6 +26,7 @@ class WaitForSignal(Callback):
         self.step = step
         self.timeout = timeout
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step != self.step:
             return
@@ -36,7 +39,7 @@ class WaitForSignal(Callback):
 def interrupt_at(step: int, signum: int, *args: str, cwd: Path) -> tuple[int, str]:
     """Runs `python -m linreg_pl fit *args` in a process group of its own, sends `signum` to the whole group
     at global step `step` (as a terminal's Ctrl-C reaches every process), and returns the exit status and
-    the output. A run still going a minute later is killed, and the status is then -9."""
+    the output."""
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     wait = ["--trainer.callbacks+", f"{__name__}.WaitForSignal", "--trainer.callbacks.step", str(step)]
     process = subprocess.Popen(
@@ -48,15 +51,18 @@ def interrupt_at(step: int, signum: int, *args: str, cwd: Path) -> tuple[int, st
         text=True,
         start_new_session=True,
     )
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        if line.startswith("waiting at step"):
-            break
-    os.killpg(process.pid, signum)
+    # a run that hangs before or after the signal is killed with its group after 2 minutes
+    watchdog = threading.Timer(120, os.killpg, (process.pid, signal.SIGKILL))
+    watchdog.start()
     try:
-        output.append(process.communicate(timeout=60)[0])
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        output = []
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith("waiting at step"):
+                break
+        if process.poll() is None:
+            os.killpg(process.pid, signum)
         output.append(process.communicate()[0])
+    finally:
+        watchdog.cancel()
     return process.returncode, "".join(output)

@@ -11,6 +11,7 @@ import torch
 from conftest import DEFAULT_CONFIG, run_cli, version_dir
 from lightning.pytorch import Callback
 from signal_probe import interrupt_at
+from typing_extensions import override
 
 from linreg_pl.cli import main
 from linreg_pl.model import LinearRegression
@@ -178,6 +179,7 @@ class StepParameters(Callback):
 
     after: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.after[trainer.global_step] = (
             pl_module.linear.weight.detach().clone(),
@@ -191,6 +193,7 @@ class StopAtStep(Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             trainer.should_stop = True

@@ -92,7 +92,7 @@ def test_ctrl_c_finishes_the_step_and_saves_through_the_plugin(isolated, monkeyp
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"Interrupted (Ctrl-C): saved {named}. Resume exactly with: fit <same config> --ckpt_path {named}"
     )
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back (by Lightning's teardown)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back after the save ignored it
 
 
 def test_ctrl_c_on_streamed_data_says_the_resume_is_not_exact(isolated, monkeypatch, capsys):
@@ -118,6 +118,19 @@ def test_a_second_ctrl_c_stops_at_once_and_saves_nothing(isolated, monkeypatch, 
         "with: fit <same config> --ckpt_path ./lightning_logs/version_0/checkpoints/last.ckpt"
     )
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_after_the_last_step_stops_at_once(isolated, monkeypatch, capsys):
+    monkeypatch.setattr(
+        "linreg_pl.callbacks.ParameterReport.on_train_end", lambda self, *args: signal.raise_signal(signal.SIGINT)
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", *ONE_EPOCH)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Stopped at once (KeyboardInterrupt): nothing saved. Resume from the last finished epoch with: "
+        "fit <same config> --ckpt_path ./lightning_logs/version_0/checkpoints/last.ckpt"
+    )
 
 
 def test_a_program_that_ignores_ctrl_c_keeps_ignoring_it(isolated, monkeypatch, sigint_ignored):
