@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,3 +46,35 @@ def run_cli(subcommand: str, *args: str, quiet: bool = True):
 
 def version_dir(root: Path, version: int = 0) -> Path:
     return root / "lightning_logs" / f"version_{version}"
+
+
+def interrupt_at(step: int, signum: int, *args: str, cwd: Path) -> tuple[int, str]:
+    """Runs `python -m linreg_pl fit *args` in a process group of its own, sends `signum` to the whole group
+    at global step `step` (as a terminal's Ctrl-C reaches every process), and returns the exit status and
+    the output."""
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    wait = ["--trainer.callbacks+", "signal_probe.WaitForSignal", "--trainer.callbacks.step", str(step)]
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "linreg_pl", "fit", *args, *wait],
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    # a run that hangs before or after the signal is killed with its group after 2 minutes
+    watchdog = threading.Timer(120, os.killpg, (process.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        output = []
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith("waiting at step"):
+                break
+        if process.poll() is None:
+            os.killpg(process.pid, signum)
+        output.append(process.communicate()[0])
+    finally:
+        watchdog.cancel()
+    return process.returncode, "".join(output)

@@ -11,8 +11,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, EXPERIMENT_DATA, ROOT, run_cli, version_dir
-from signal_probe import interrupt_at
+from conftest import DEFAULT_CONFIG, EXPERIMENT_DATA, ROOT, interrupt_at, run_cli, version_dir
 
 from linreg_pl.data import SyntheticRegressionDataModule
 

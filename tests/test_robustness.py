@@ -8,9 +8,8 @@ import signal
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, run_cli, version_dir
+from conftest import DEFAULT_CONFIG, interrupt_at, run_cli, version_dir
 from lightning.pytorch import Callback
-from signal_probe import interrupt_at
 from typing_extensions import override
 
 from linreg_pl.cli import main
