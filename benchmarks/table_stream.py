@@ -36,7 +36,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPAT
 from tables import baseline_read_csv, best_of  # noqa: E402
 from throughput import _reported_rate, run_measured  # noqa: E402
 
-from linreg_pl.tables import CSVByteRanges, read_table  # noqa: E402
+from linreg_pl.regression.tables import CSVByteRanges, read_table  # noqa: E402
 
 NAMES = [f"x{i}" for i in range(10)]
 

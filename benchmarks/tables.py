@@ -1,10 +1,10 @@
-"""Reading a 1M-row x 11-column table: the Python `csv` reader this project used, against `linreg_pl.tables`.
+"""Reading a 1M-row x 11-column table: the Python `csv` reader this project used, against `linreg_pl.regression.tables`.
 
     python benchmarks/tables.py                  # 1,000,000 rows x 11 columns of random floats
     python benchmarks/tables.py --rows 200000    # smaller, quicker
 
 Writes the table once as CSV and as Parquet to a temporary folder, then times, in this process:
-  (a) baseline: the `csv.reader` + `float()` loop of `linreg_pl.data._read_csv` before `tables.py`,
+  (a) baseline: the `csv.reader` + `float()` loop of `linreg_pl.regression.data._read_csv` before `tables.py`,
       copied below unchanged (float32 torch tensors) plus the old finite check;
   (b) `read_table` on the CSV (pyarrow.csv, multi-threaded, float64, every cell checked);
   (c) `read_table` on the Parquet file;
@@ -28,10 +28,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import torch
 
-from linreg_pl.tables import CSVByteRanges, ParquetRowGroups, read_table
+from linreg_pl.regression.tables import CSVByteRanges, ParquetRowGroups, read_table
 
 
-# ---- (a) the baseline: linreg_pl.data._read_csv as it was, error handling included ------------------------
+# ---- (a) the baseline: linreg_pl.regression.data._read_csv as it was, error handling included ------------------------
 def baseline_read_csv(file: Path) -> dict[str, torch.Tensor]:
     with file.open(newline="") as handle:
         reader = csv.reader(handle)

@@ -1,10 +1,10 @@
-"""linreg_pl: linear regression on synthetic or file data with PyTorch Lightning.
+"""linreg_pl: a PyTorch Lightning template (the core: CLI, checkpoints, guards, predictions, export) with
+linear regression as its example (`linreg_pl.regression`).
 
     python -m linreg_pl fit --config configs/default.yaml
 
-Import the pieces from their modules (`linreg_pl.model.LinearRegression`,
-`linreg_pl.data.SyntheticRegressionDataModule`, ...): this file imports nothing, so that
-`python -m linreg_pl` pays only for what it uses.
+Import the pieces from their modules (`linreg_pl.cli.main`, `linreg_pl.regression.model.LinearRegression`,
+...): this file imports nothing, so that `python -m linreg_pl` pays only for what it uses.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -10,10 +10,19 @@ does for a `DataLoader`, so a run resumed from a checkpoint sees the same order 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+
+
+class RowBatch(NamedTuple):
+    """A predict batch that carries each row's number: `PredictionWriter` writes it in the `row` column, so the
+    predictions file names the input rows whatever the order or the process that predicted them."""
+
+    features: Tensor
+    row: Tensor
 
 
 def gather(tensors: Sequence[Tensor], index: Tensor | slice) -> tuple[Tensor, ...]:
@@ -122,28 +131,32 @@ class TensorBatchLoader:
     Args:
         tensors: tensors of equal first dimension, e.g. `(features, targets)`.
         sampler: the batch indices; Lightning finds it as `loader.sampler` to set the epoch.
+        batch_type: what each batch is made into from the gathered tensors (e.g. `RowBatch`); None: a tuple.
     """
 
     batch_sampler = None  # Lightning reads it wherever a loader has a `sampler`, as a DataLoader does
 
-    def __init__(self, tensors: Sequence[Tensor], sampler: BatchIndexSampler) -> None:
+    def __init__(
+        self, tensors: Sequence[Tensor], sampler: BatchIndexSampler, batch_type: Callable[..., Any] | None = None
+    ) -> None:
         self.tensors = tuple(tensors)
         self.sampler = sampler
+        self.batch_type = batch_type
         self._handed_out = 0  # batches of the current epoch handed out so far
         self._resume_from = 0
 
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+    def __iter__(self) -> Iterator[Any]:
         start, self._resume_from = self._resume_from, 0
         self._handed_out = start
-        tensors = self.tensors
+        tensors, batch_type = self.tensors, self.batch_type
         for position, index in enumerate(self.sampler):
             if position < start:
                 continue
             self._handed_out += 1
-            yield gather(tensors, index)
+            yield gather(tensors, index) if batch_type is None else batch_type(*gather(tensors, index))
 
     def state_dict(self) -> dict[str, int]:
         """Where this epoch stands; Lightning saves it in checkpoints so a mid-epoch resume is exact.

@@ -1,10 +1,11 @@
-"""Callbacks: the end-of-fit report and picture, weight averaging, the divergence guard, the interrupt checkpoint, the
-predictions file.
+"""Callbacks any LightningModule can use: the divergence guard, the interrupt checkpoint, a check that monitored
+metrics exist, tail weight averaging and the predictions file.
 
-    python -m linreg_pl fit --config configs/default.yaml      # ParameterReport prints the table, draws fit.png
+    python -m linreg_pl fit --config configs/default.yaml
     python -m linreg_pl predict --config configs/default.yaml --ckpt_path .../last.ckpt
 
-`configs/default.yaml` lists them under `trainer.callbacks`.
+`configs/base.yaml`, which every run reads, lists the guards under `trainer.callbacks`; the CLI adds the
+predictions file to every run (`--predictions.path`).
 """
 
 from __future__ import annotations
@@ -15,243 +16,23 @@ import heapq
 import os
 import signal
 import threading
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, WeightAveraging
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
-from torchmetrics.functional import mean_squared_error, r2_score
 from typing_extensions import override
 
 from linreg_pl.checkpoint_io import remove_stale_temporaries
-from linreg_pl.closed_form import NormalEquations, least_squares
 from linreg_pl.errors import ConfigError
-from linreg_pl.figures import MISSING_MATPLOTLIB, plot_fit, plots_available
 
 
 class DivergenceError(RuntimeError):
     """The loss or the weights stopped being finite; the message says where and what to try."""
-
-
-class ParameterReport(Callback):
-    """Prints each epoch's losses and training speed and, at the end of `fit`, the learned parameters
-    beside the true ones (when known) and the exact optimum (data in memory, or a streamed table's
-    one-pass statistics).
-
-    The exact optimum is `NormalEquations.solve` on the training split with the model's own objective: its
-    `l1_strength`/`l2_strength` (0 when it has none) on the standardised problem when the model standardises
-    (its `standardize` layer has statistics). Its column is named for what it is: least squares, ridge, lasso or
-    elastic net. It is the yardstick for what SGD reached; the report also prints learned/optimum of that
-    objective on the training split, with a hint when it is more than 1% above 1.
-
-    It also draws `fit.png` in the run's log directory (and logs it to TensorBoard when that is a
-    logger): training and validation loss per epoch; predicted against actual targets on the validation
-    split (else test, else training) with the closed-form least-squares predictions beside the model's;
-    the residuals; and, for synthetic data, learned against true parameters. matplotlib is the `plots`
-    extra: without it, one line says so and the run goes on.
-
-    What it reads: the model's `learned_parameters()` (weight and bias in raw units; without it only the
-    epoch lines are printed), and of the data module, when it has them, `true_w`/`true_b` (synthetic
-    data) and `splits` (`RegressionDataModule`'s in-memory splits, for the closed form, the scores and
-    the picture), or else `normal_equations` (a streamed table's training statistics: the closed form,
-    no scores, no picture).
-
-    Args:
-        max_rows: parameters listed one per row at most; above it only the largest errors are listed.
-        plot: draw `fit.png` at the end of `fit`.
-    """
-
-    def __init__(self, max_rows: int = 10, plot: bool = True) -> None:
-        self.max_rows = max_rows
-        self.plot = plot
-        self.result: dict[str, Any] = {}
-        self.rates: list[float] = []
-        self.history: dict[str, list[float]] = {"epoch": [], "train/loss": [], "val/loss": []}
-        self.path: str | None = None  # the picture, once drawn
-        self._restart_clock()
-
-    def _restart_clock(self) -> None:
-        self._start = self._last_batch_end = time.perf_counter()
-        self._examples = 0
-        self._finished_epoch: int | None = None
-
-    @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._restart_clock()  # a run resumed mid-epoch starts without on_train_epoch_start
-
-    @override
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._print_finished_epoch(trainer)
-        self._restart_clock()
-
-    @override
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        # training time only, up to the last batch, without the validation that follows
-        self._examples += len(batch[0])
-        self._last_batch_end = time.perf_counter()
-
-    @override
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        seconds = self._last_batch_end - self._start
-        self.rates.append(self._examples * trainer.world_size / seconds if seconds > 0 else 0.0)
-        self._finished_epoch = trainer.current_epoch
-
-    @override
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._print_finished_epoch(trainer)
-
-    def _print_finished_epoch(self, trainer: Trainer) -> None:
-        # Printed once the epoch is wholly over: callbacks' `on_train_epoch_end` runs before the model's,
-        # where the epoch's training loss is logged.
-        if self._finished_epoch is None or not trainer.is_global_zero:
-            return
-        metrics = trainer.callback_metrics
-        self.history["epoch"].append(self._finished_epoch + 1)
-        for name in ("train/loss", "val/loss"):
-            self.history[name].append(float(metrics[name]) if name in metrics else float("nan"))
-        parts = [f"{name} {float(metrics[name]):.6g}" for name in ("train/loss", "val/loss") if name in metrics]
-        parts.append(f"{self.rates[-1]:,.0f} samples/s")
-        print(f"epoch {self._finished_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts), flush=True)
-        self._finished_epoch = None
-
-    @override
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if hasattr(pl_module, "learned_parameters"):
-            self._report(trainer, pl_module)
-        self._draw(trainer, pl_module)
-
-    def _report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        datamodule = trainer.datamodule
-        splits = getattr(datamodule, "splits", None) or {}
-        learned_w, learned_b = pl_module.learned_parameters()
-        true_w, true_b = getattr(datamodule, "true_w", None), getattr(datamodule, "true_b", None)
-        self.result = {"learned_w": learned_w, "learned_b": learned_b, "scores": {}}
-        closed_w = closed_b = None
-        statistics = _training_statistics(datamodule)
-        if statistics is not None:
-            standardize = getattr(pl_module, "standardize", None)
-            penalties = {
-                "l1": float(getattr(pl_module, "l1_strength", 0.0)),
-                "l2": float(getattr(pl_module, "l2_strength", 0.0)),
-                "standardize": getattr(standardize, "mean", None) is not None,
-            }
-            closed_w, closed_b = statistics.solve(**penalties)
-            optimum = statistics.objective(closed_w, closed_b, **penalties)
-            learned = statistics.objective(learned_w.double(), float(learned_b), **penalties)
-            # a perfect fit (optimum 0) compares on the objective itself
-            ratio = learned / optimum if optimum > 0 else 1.0 + learned
-            self.result.update(closed_w=closed_w, closed_b=closed_b, objective_ratio=ratio)
-            self.result["kind"] = _kind(penalties["l1"], penalties["l2"])
-            for split in ("val", "test"):
-                if split in splits and len(splits[split][0]):
-                    x, y = (t.double().cpu() for t in splits[split][:2])
-                    self.result["scores"][f"closed-form {split}"] = _scores(x @ closed_w + closed_b, y)
-                    self.result["scores"][f"learned {split}"] = _scores(x @ learned_w.double() + learned_b.double(), y)
-        if true_w is not None:
-            self.result["max_error"] = max(float((learned_w - true_w).abs().max()), abs(float(learned_b) - true_b))
-        if trainer.is_global_zero:
-            print(self._table(learned_w, learned_b, closed_w, closed_b, true_w, true_b), flush=True)
-            if "objective_ratio" in self.result:
-                print(self._ratio_line(), flush=True)
-            if self.rates:
-                steady = self.rates[1:] or self.rates  # the first epoch includes start-up
-                print(f"training throughput: {sum(steady) / len(steady):.0f} samples/s", flush=True)
-
-    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """`fit.png` in the run's log directory, and to TensorBoard when it is a logger."""
-        # every process asks: `trainer.log_dir` broadcasts rank zero's directory to the others under DDP
-        path = os.path.join(trainer.log_dir or ".", "fit.png")
-        if not self.plot or not trainer.is_global_zero or trainer.fast_dev_run:
-            return
-        if not plots_available():
-            print(f"ParameterReport: no fit.png: {MISSING_MATPLOTLIB}", flush=True)
-            return
-        splits = getattr(trainer.datamodule, "splits", None) or {}
-        name = next((n for n in ("val", "test", "train") if n in splits and len(splits[n][0])), None)
-        if name is None:
-            print("ParameterReport: no fit.png: the data module holds no in-memory `splits` to plot", flush=True)
-            return
-        features, targets = splits[name][:2]
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
-            predicted = pl_module(features).reshape(-1).cpu()
-        pl_module.train(was_training)
-        features, targets = features.cpu().double(), targets.cpu()
-        # the report's exact optimum (the model's own objective), else plain least squares
-        closed_w, closed_b = self.result.get("closed_w"), self.result.get("closed_b")
-        if closed_w is None:
-            closed_w, closed_b = least_squares(*(t.cpu() for t in splits["train"][:2]))
-        learned = truth = names = None
-        true_w, true_b = getattr(trainer.datamodule, "true_w", None), getattr(trainer.datamodule, "true_b", None)
-        if true_w is not None and true_b is not None and hasattr(pl_module, "learned_parameters"):
-            learned_w, learned_b = pl_module.learned_parameters()
-            learned, truth = [*learned_w.tolist(), float(learned_b)], [*true_w.tolist(), float(true_b)]
-            names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
-        figure = plot_fit(
-            path,
-            epochs=self.history["epoch"],
-            train_loss=self.history["train/loss"],
-            val_loss=self.history["val/loss"],
-            actual=targets,
-            predicted=predicted,
-            closed_form_predicted=features @ closed_w + closed_b,
-            split_name={"val": "validation", "test": "test", "train": "training"}[name],
-            learned=learned,
-            truth=truth,
-            parameter_names=names,
-        )
-        self.path = path
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure("fit", figure, global_step=trainer.global_step, close=False)
-        print(f"wrote the fit plot to {path}", flush=True)
-
-    def _ratio_line(self) -> str:
-        ratio, kind = self.result["objective_ratio"], self.result["kind"]
-        what = "mse" if kind == "least squares" else f"{kind} objective"
-        line = f"training {what}, learned / exact optimum = {ratio:.5f}"
-        if ratio > 1.01:
-            line += (
-                "\nhint: SGD stopped more than 1% above the optimum: train longer (--trainer.max_epochs), average "
-                "the weights (--config configs/averaged.yaml) or lower the learning rate (--model.optimizer.lr)"
-            )
-        return line
-
-    def _table(self, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> str:
-        names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
-        learned = [*learned_w.tolist(), float(learned_b)]
-        closed = [*closed_w.tolist(), float(closed_b)] if closed_w is not None else None
-        truth = [*true_w.tolist(), true_b] if true_w is not None else None
-        kind = self.result.get("kind", "closed-form")
-        reference, against = (truth, "true") if truth is not None else (closed, kind)
-        errors = [abs(a - b) for a, b in zip(learned, reference, strict=True)] if reference else None
-        header = f"{'parameter':<10}{'true':>12}{kind:>15}{'learned':>12}"
-        lines = ["", header + (f"  {f'|learned - {against}|':>22}" if errors else "")]
-        rows = list(range(len(names)))
-        if len(names) > self.max_rows:  # the largest errors, or the first rows when nothing to compare with
-            rows = sorted(sorted(rows, key=lambda i: -errors[i])[: self.max_rows]) if errors else rows[: self.max_rows]
-        for i in rows:
-            true_cell = f"{truth[i]:>12.4f}" if truth else f"{'-':>12}"
-            closed_cell = f"{closed[i]:>15.4f}" if closed else f"{'-':>15}"
-            error_cell = f"{errors[i]:>24.2e}" if errors else ""
-            lines.append(f"{names[i]:<10}{true_cell}{closed_cell}{learned[i]:>12.4f}{error_cell}")
-        if len(names) > self.max_rows:
-            lines.append(f"({len(names)} parameters, {self.max_rows} shown)")
-        if errors:
-            lines.append(f"max |learned - {against}| = {max(errors):.2e}")
-        if self.result["scores"]:
-            lines.append(f"{'':<20}{'mse':>12}{'r2':>12}")
-            for name, (mse, r2) in self.result["scores"].items():
-                lines.append(f"{name:<20}{mse:>12.4e}{r2:>12.6f}")
-        return "\n".join(lines)
 
 
 class TailWeightAveraging(WeightAveraging):
@@ -297,29 +78,6 @@ class TailWeightAveraging(WeightAveraging):
         # outside `fit` there is nothing to restore: the checkpoint's `state_dict` already is the average
         if self._average_model is not None:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
-
-
-def _kind(l1: float, l2: float) -> str:
-    """The name of the exact optimum's problem, for the report's column."""
-    return {(False, False): "least squares", (False, True): "ridge", (True, False): "lasso"}.get(
-        (l1 > 0, l2 > 0), "elastic net"
-    )
-
-
-def _training_statistics(datamodule: Any) -> NormalEquations | None:
-    """The training split's statistics: one pass over in-memory `splits["train"]`, or a streamed table's
-    own one-pass `normal_equations`; None for data modules with neither."""
-    splits = getattr(datamodule, "splits", None) or {}
-    if "train" in splits:
-        statistics = NormalEquations()
-        statistics.update(*(t.cpu() for t in splits["train"][:2]))
-        return statistics
-    return getattr(datamodule, "normal_equations", None)
-
-
-def _scores(predictions: Tensor, targets: Tensor) -> tuple[float, float]:
-    r2 = float(r2_score(predictions, targets)) if len(targets) > 1 else float("nan")
-    return float(mean_squared_error(predictions, targets)), r2
 
 
 class DivergenceGuard(Callback):
@@ -474,18 +232,61 @@ def last_checkpoint_path(trainer: Trainer) -> str:
     return ""
 
 
-class PredictionWriter(BasePredictionWriter):
-    """Writes `predict` output as CSV, `row,prediction`: one line per input row, in input order.
+class MonitoredMetricsCheck(Callback):
+    """Stops `fit` with one line when a callback (`ModelCheckpoint`, `EarlyStopping`, ...) monitors a metric the
+    model never logs, naming the metrics it does log.
 
-    `row` is the data row's 0-based position in the input file (for the default predict set, the
-    test split of the training file, its rows in file order).
+    It looks once a whole training epoch is over, its validation included (at the next epoch's start, or at the
+    end of training), when every metric the model logs has been logged once. Lightning itself only warns about
+    such a monitor when there is no validation (and the best checkpoint is then never written); where a callback
+    acts at the end of validation, Lightning stops the run first, in its own words, which the CLI prints as one
+    line too.
+    """
+
+    def __init__(self) -> None:
+        self._first_epoch: int | None = None
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._first_epoch = trainer.current_epoch
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._first_epoch is not None and trainer.current_epoch > self._first_epoch:
+            self._check(trainer, pl_module)
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._first_epoch is not None:
+            self._check(trainer, pl_module)
+
+    def _check(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._first_epoch = None  # once per run
+        logged = sorted(trainer.callback_metrics)
+        for callback in trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, str) and monitor not in trainer.callback_metrics:
+                raise ConfigError(
+                    f"{type(callback).__name__} monitors {monitor!r}, which {type(pl_module).__name__} never logs; "
+                    f"it logs: {', '.join(logged) or 'nothing'}. Monitor one of those (its `monitor` argument in "
+                    "trainer.callbacks), or leave that callback out of the config"
+                )
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes what `predict_step` returns as CSV: one line per input row, in input order, one column per output.
+
+    `predict_step` may return a tensor `[n]` (column `prediction`) or `[n, k]` (`prediction_0` ...
+    `prediction_{k-1}`; more dimensions are flattened), or a tuple or dict of such tensors (columns named by
+    position, `prediction_0`, ..., or by the dict's keys, each `[n, k]` value again split as `key_0`, ...).
+    The first column, `row`, numbers the input rows: the row numbers the batch carries in a `row` field
+    (a dict key or a named tuple's field, as this project's loaders do: the row's position in the input file),
+    else Lightning's batch indices (any `DataLoader`), else the position in the predict loader's order.
 
     Never holds all predictions: each process appends its batches to its own part file beside `path`
     (`<path>.part-<rank>`) as they come, and rank zero merges the parts by row number, line by line
-    (`heapq.merge`), into `path`, then removes them. Each process's rows must ascend, as they do for this
-    project's loaders and a `DataLoader` without shuffling (Lightning's predict sampler); a process whose
-    rows do not ascend sorts its own part in memory first. With several nodes, `path` must be on a
-    filesystem they share.
+    (`heapq.merge`), into `path`, then removes them. A process whose rows do not ascend (a shuffled loader)
+    sorts its own part in memory first. With several nodes, `path` must be on a filesystem they share.
 
     Args:
         path: the CSV file to write; None writes `predictions.csv` in the run's log directory.
@@ -497,7 +298,9 @@ class PredictionWriter(BasePredictionWriter):
         self.written: str | None = None
         self._part: Any = None
         self._part_path: Path | None = None
+        self._header: list[str] | None = None
         self._last_row = -1
+        self._position = 0
         self._ascending = True
 
     def _output(self, trainer: Trainer) -> Path:
@@ -509,7 +312,7 @@ class PredictionWriter(BasePredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._part_path = path.with_name(f"{path.name}.part-{trainer.global_rank}")
         self._part = self._part_path.open("w", newline="")
-        self._last_row, self._ascending = -1, True
+        self._header, self._last_row, self._position, self._ascending = None, -1, 0, True
 
     @override
     def write_on_batch_end(
@@ -522,21 +325,44 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        # Lightning's batch indices for a `DataLoader`; this project's predict batches carry row numbers
-        rows = (torch.as_tensor(batch_indices) if batch_indices else batch[1]).detach().cpu().reshape(-1)
-        if len(rows) == 0:
+        names, columns = prediction_columns(prediction)
+        count = len(columns[0])
+        rows = _carried_rows(batch)
+        if rows is None and batch_indices:
+            rows = torch.as_tensor(batch_indices)
+        if rows is None:
+            if trainer.world_size > 1:
+                raise ConfigError(
+                    "PredictionWriter: under several processes each predict batch needs its row numbers: use a "
+                    "DataLoader (Lightning gives its indices) or give the batch a `row` field"
+                )
+            rows = torch.arange(self._position, self._position + count)
+        rows = rows.detach().cpu().reshape(-1)
+        self._position += count
+        if len(rows) != count:
+            raise ConfigError(
+                f"PredictionWriter: predict_step returned {count} predictions for a batch of {len(rows)} rows; "
+                "return one per input row (first dimension)"
+            )
+        if count == 0:
             return
+        if self._header is None:
+            self._header = ["row", *names]
+            csv.writer(self._part).writerow(self._header)
+        elif ["row", *names] != self._header:
+            raise ConfigError(
+                f"PredictionWriter: predict_step's outputs changed from {self._header[1:]} to {names} between batches"
+            )
         self._ascending &= bool(rows[0] > self._last_row) and bool((rows[1:] > rows[:-1]).all())
         self._last_row = int(rows[-1])
-        predictions = prediction.detach().float().cpu().reshape(len(rows))
-        csv.writer(self._part).writerows(zip(rows.tolist(), predictions.tolist(), strict=True))
+        csv.writer(self._part).writerows(zip(rows.tolist(), *(c.tolist() for c in columns), strict=True))
 
     @override
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._part.close()
         if not self._ascending:  # e.g. a user's shuffled loader: this process's share, sorted in memory
-            lines = self._part_path.read_text().splitlines(keepends=True)
-            self._part_path.write_text("".join(sorted(lines, key=_row_number)))
+            header, *lines = self._part_path.read_text().splitlines(keepends=True)
+            self._part_path.write_text(header + "".join(sorted(lines, key=_row_number)))
         trainer.strategy.barrier()  # every part is complete
         if trainer.is_global_zero:
             path = self._output(trainer)
@@ -544,8 +370,11 @@ class PredictionWriter(BasePredictionWriter):
             handles = [part.open(newline="") for part in parts]
             count = 0
             try:
+                headers = {handle.readline() for handle in handles} - {""}  # a process with no rows has none
+                if len(headers) > 1:
+                    raise ConfigError(f"PredictionWriter: the processes' predictions have different columns: {headers}")
                 with path.open("w", newline="") as output:
-                    output.write("row,prediction\r\n")  # csv.writer's line ending, as in the parts
+                    output.write(headers.pop() if headers else "row,prediction\r\n")
                     for line in heapq.merge(*handles, key=_row_number):
                         output.write(line)
                         count += 1
@@ -557,6 +386,54 @@ class PredictionWriter(BasePredictionWriter):
             self.written = str(path)
             print(f"wrote {count} predictions to {path}", flush=True)
         trainer.strategy.barrier()  # the parts are gone before anyone reads the file
+
+
+def prediction_columns(prediction: Any) -> tuple[list[str], list[Tensor]]:
+    """Column names and 1-D columns (one value per row) of what a `predict_step` returned."""
+    names: list[str] = []
+    columns: list[Tensor] = []
+
+    def add(name: str, value: Any) -> None:
+        if not isinstance(value, Tensor):
+            raise ConfigError(
+                f"PredictionWriter: predict_step returned {type(value).__name__} for {name!r}; it writes tensors "
+                "[n] or [n, k], or a tuple or dict of them"
+            )
+        value = value.detach()
+        value = (value.float() if value.is_floating_point() else value).cpu()
+        if value.ndim == 0:
+            raise ConfigError(
+                f"PredictionWriter: predict_step returned a scalar for {name!r}; return one value per row"
+            )
+        if value.ndim == 1:
+            names.append(name)
+            columns.append(value)
+            return
+        flat = value.reshape(len(value), -1)
+        for j in range(flat.shape[1]):
+            names.append(f"{name}_{j}")
+            columns.append(flat[:, j])
+
+    if isinstance(prediction, Mapping):
+        for key, value in prediction.items():
+            add(str(key), value)
+    elif isinstance(prediction, Sequence) and not isinstance(prediction, (str, Tensor)):
+        for i, value in enumerate(prediction):
+            add(f"prediction_{i}", value)
+    else:
+        add("prediction", prediction)
+    if not columns:
+        raise ConfigError("PredictionWriter: predict_step returned no tensors")
+    lengths = {len(c) for c in columns}
+    if len(lengths) > 1:
+        raise ConfigError(f"PredictionWriter: predict_step's outputs have different numbers of rows: {sorted(lengths)}")
+    return names, columns
+
+
+def _carried_rows(batch: Any) -> Tensor | None:
+    """The `row` field of a batch (a dict key or a named tuple's field), if it has one."""
+    rows = batch.get("row") if isinstance(batch, Mapping) else getattr(batch, "row", None)
+    return rows if isinstance(rows, Tensor) else None
 
 
 def _row_number(line: str) -> int:

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule
 
 from linreg_pl.errors import ConfigError
 
@@ -60,12 +60,42 @@ def load_module(path: str) -> LightningModule:
     """The LightningModule saved in the checkpoint at `path`, rebuilt from its hyperparameters, on the CPU.
 
     A checkpoint written through the CLI names its class (`_class_path`); that class is imported and
-    `load_from_checkpoint` rebuilds it, so a user's own LightningModule loads too. Without a name it is
-    a `LinearRegression`. Every problem is one `ConfigError` line.
+    `load_from_checkpoint` rebuilds it, so a user's own LightningModule loads too. Every problem is one
+    `ConfigError` line.
     """
     checkpoint = read_checkpoint(path)
-    hparams = checkpoint.get("hyper_parameters") or {}
-    class_path = hparams.get("_class_path", "linreg_pl.model.LinearRegression")
+    cls = _saved_class(path, checkpoint.get("hyper_parameters") or {}, LightningModule, "module")
+    try:
+        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's "size mismatch for linear.weight ...", an init argument refused
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise ConfigError(f"checkpoint {path!r} does not rebuild its {cls.__name__}: {reason}") from None
+
+
+def load_datamodule(path: str) -> LightningDataModule | None:
+    """The LightningDataModule the checkpoint at `path` names, built from its saved hyperparameters; None when
+    it saved none (a data module records them by calling `self.save_hyperparameters()`)."""
+    hparams = dict(read_checkpoint(path).get("datamodule_hyper_parameters") or {})
+    if "_class_path" not in hparams:
+        return None
+    cls = _saved_class(path, hparams, LightningDataModule, "data module")
+    arguments = {key: value for key, value in hparams.items() if not key.startswith("_")}
+    try:
+        return cls(**arguments)
+    except ConfigError:
+        raise
+    except Exception as error:
+        raise ConfigError(f"checkpoint {path!r}: its {cls.__name__} cannot be built again ({error})") from None
+
+
+def _saved_class(path: str, hparams: dict[str, Any], base: type, what: str) -> type:
+    """The class a checkpoint's hyperparameters name (`_class_path`, as LightningCLI records it), imported."""
+    class_path = hparams.get("_class_path")
+    if class_path is None:
+        raise ConfigError(
+            f"checkpoint {path!r} does not name its {what}'s class; it was not written through this CLI "
+            "(LightningCLI records `_class_path` in the hyperparameters)"
+        )
     module_name, _, class_name = str(class_path).rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -73,10 +103,6 @@ def load_module(path: str) -> LightningModule:
         raise ConfigError(
             f"checkpoint {path!r} holds a {class_path}, which cannot be imported here ({type(error).__name__}: {error})"
         ) from None
-    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
-        raise ConfigError(f"checkpoint {path!r} names {class_path}, which is not a LightningModule")
-    try:
-        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch's "size mismatch for linear.weight ...", an init argument refused
-        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        raise ConfigError(f"checkpoint {path!r} does not rebuild its {class_name}: {reason}") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"checkpoint {path!r} names {class_path}, which is not a {base.__name__}")
+    return cls

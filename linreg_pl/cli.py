@@ -1,13 +1,15 @@
 """The command line: a LightningCLI with fit, validate, test and predict, and `export` beside it.
 
     python -m linreg_pl fit --config configs/default.yaml
-    python -m linreg_pl test --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt
+    python -m linreg_pl test --config configs/default.yaml --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt
     python -m linreg_pl export --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --output model.onnx
+    python -m linreg_pl fit --model my_package.Classifier --data my_package.Blobs
 
-`configs/default.yaml` is the CLI's default config: the experiment is stated there and nowhere else,
-and any other `--config` or flag changes it. `--model` and `--data` take any `LightningModule` and
-`LightningDataModule` by class path. `main(args)` takes the arguments as a list, so tests drive the
-CLI in-process.
+`--model` and `--data` take any `LightningModule` and `LightningDataModule` by class path, or from a config.
+`configs/base.yaml` is the CLI's default config, read before any other: what every run needs whatever the
+model (logger, `last.ckpt`, guards); an experiment's config (`configs/default.yaml`, the regression example)
+adds its model, data and callbacks. `main(args)` takes the arguments as a list, so tests drive the CLI
+in-process.
 
 `export` is not a Trainer method, which every LightningCLI subcommand is (it builds a Trainer and the
 data for each); so `main` hands `export ...` to a small argparse command that needs only a checkpoint.
@@ -34,6 +36,7 @@ import re
 import signal
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +51,12 @@ from typing_extensions import override
 
 from linreg_pl.callbacks import DivergenceError, PredictionWriter
 from linreg_pl.checkpoint_io import CheckpointWriteError
-from linreg_pl.checkpoints import check_checkpoint, load_module, read_checkpoint
+from linreg_pl.checkpoints import check_checkpoint, load_datamodule, load_module, read_checkpoint
 from linreg_pl.errors import ConfigError
 
 PROG = "linreg-pl"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+# what every run needs, whatever the model (logger, last.ckpt, guards); read before any other config
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 NAMED_CHECKPOINTS = ("last", "best", "hpc", "registry")  # names Lightning resolves itself
 EXPORT_HINT = "Also: linreg-pl export --ckpt_path CKPT --output model.onnx|model.pt2 (see `export --help`)."
@@ -75,9 +79,9 @@ class _ReasonFirstParser(LightningArgumentParser):
         pass
 
 
-class LinearRegressionCLI(LightningCLI):
-    """LightningCLI with `num_inputs` and standardisation given once (by the data), a predictions file,
-    and checkpoints checked before use."""
+class ProjectCLI(LightningCLI):
+    """LightningCLI with values both classes take given once (by the data), a predictions file, run directories
+    reserved before anything is written, and checkpoints checked before use."""
 
     run_directory: str | None = None  # the version directory this process reserved for the run
 
@@ -163,10 +167,10 @@ class LinearRegressionCLI(LightningCLI):
         return None if path is None or path in NAMED_CHECKPOINTS else str(path)
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> LinearRegressionCLI:
+def build_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
     """The project's LightningCLI; `run=False` only parses and instantiates (no subcommand in `args`)."""
-    defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
-    return LinearRegressionCLI(
+    defaults = {"default_config_files": [str(BASE_CONFIG)]}
+    return ProjectCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -185,14 +189,14 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LinearRegressi
 
 
 def export(args: list[str]) -> Path:
-    """`export --ckpt_path CKPT --output FILE`: the checkpoint's model as ONNX or a torch.export program."""
+    """`export --ckpt_path CKPT --output FILE`: the checkpoint's module as ONNX or a torch.export program."""
     from linreg_pl.export import FORMATS, export_model  # torch.onnx loads only when exporting
 
     parser = argparse.ArgumentParser(
         prog=f"{PROG} export",
-        description="Write a trained model to a file that predicts without this package. The file takes raw "
-        'features float32 [batch, num_inputs] named "features" and returns "predictions" [batch] in the '
-        "target's units; standardisation is inside it.",
+        description="Write a trained module to a file that runs without this package: the inputs of its forward "
+        "(named after its parameters, batch dimension free) and what forward returns; preprocessing the module "
+        "holds as buffers (the regression example's standardisation) is inside the file.",
     )
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit (any LightningModule)")
     parser.add_argument(
@@ -201,31 +205,67 @@ def export(args: list[str]) -> Path:
         help=f"the file to write; its suffix picks the format: {', '.join(f'{s} ({n})' for s, n in FORMATS.items())}",
     )
     parser.add_argument(
-        "--num_inputs",
-        type=int,
+        "--input_shape",
         default=None,
-        help="number of features; default: the model's num_inputs, else its first nn.Linear's in_features",
+        help="one example's shape without the batch dimension, float32, e.g. 2 or 3,32,32; default: the module's "
+        "example_input_array, else a predict (or validation) batch of the data module the checkpoint names",
     )
     options = parser.parse_args(args)
     model = load_module(options.ckpt_path)
-    num_inputs = options.num_inputs or _num_inputs(model)
-    names = model.hparams.get("feature_names") or [f"x{i}" for i in range(num_inputs)]
-    if len(names) != num_inputs:
-        raise ConfigError(f"the checkpoint names {len(names)} features but the model takes {num_inputs}")
-    path = export_model(model, num_inputs, options.output)
+    exported = export_model(model, _example_input(model, options.ckpt_path, options.input_shape), options.output)
+    path = exported.path
     print(f"wrote {path} ({FORMATS[path.suffix.lower()]}, {path.stat().st_size:,} bytes)", flush=True)
-    print(f'input "features": float32 [batch, {num_inputs}], columns in this order: {", ".join(names)}', flush=True)
-    print('output "predictions": float32 [batch]', flush=True)
+    columns = model.hparams.get("feature_names")
+    for kind, named in (("input", exported.inputs), ("output", exported.outputs)):
+        for name, (dtype, shape) in named.items():
+            line = f'{kind} "{name}": {str(dtype).removeprefix("torch.")} [{", ".join(["batch", *map(str, shape)])}]'
+            if kind == "input" and columns and shape == (len(columns),):
+                line += f", columns in this order: {', '.join(columns)}"
+            print(line, flush=True)
     return path
 
 
-def _num_inputs(model: LightningModule) -> int:
-    if isinstance(model.hparams.get("num_inputs"), int):
-        return model.hparams["num_inputs"]
-    first = next((m for m in model.modules() if isinstance(m, torch.nn.Linear)), None)
-    if first is None:
-        raise ConfigError(f"cannot tell how many features {type(model).__name__} takes: give --num_inputs")
-    return first.in_features
+def _example_input(model: LightningModule, path: str, input_shape: str | None) -> Any:
+    """An input batch for `model.forward`: of `input_shape`, else the module's `example_input_array` (Lightning's
+    own attribute for this), else the first predict (or validation) batch of the data module the checkpoint names
+    (`datamodule_hyper_parameters`, saved when the data module calls `save_hyperparameters()`)."""
+    from linreg_pl.export import input_names
+
+    if input_shape is not None:
+        try:
+            shape = tuple(int(size) for size in input_shape.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or min(shape) < 1:
+            raise ConfigError(
+                f"--input_shape must be sizes >= 1 separated by commas, e.g. 2 or 3,32,32; got {input_shape!r}"
+            )
+        return torch.zeros(2, *shape)
+    if model.example_input_array is not None:
+        return model.example_input_array
+    datamodule = load_datamodule(path)
+    if datamodule is None:
+        raise ConfigError(
+            f"cannot tell what {type(model).__name__}.forward takes: give --input_shape (one example's shape), set "
+            "the module's example_input_array, or have its data module call save_hyperparameters() so that "
+            "export can build it from the checkpoint"
+        )
+    batch = _first_batch(datamodule)
+    count = len(input_names(model))
+    if isinstance(batch, Mapping):
+        return tuple(batch[name] for name in input_names(model))
+    return tuple(batch[:count]) if isinstance(batch, (tuple, list)) else batch
+
+
+def _first_batch(datamodule: LightningDataModule) -> Any:
+    datamodule.prepare_data()
+    for stage, loader in (("predict", "predict_dataloader"), ("validate", "val_dataloader")):
+        datamodule.setup(stage)
+        try:
+            return next(iter(getattr(datamodule, loader)()))
+        except (MisconfigurationException, NotImplementedError, StopIteration):
+            continue  # Lightning's "`predict_dataloader` must be implemented", or an empty split
+    raise ConfigError(f"{type(datamodule).__name__} has no predict or validation batch to take an example input from")
 
 
 def _place_run(trainer: Namespace | None) -> str | None:
@@ -285,7 +325,7 @@ def _close_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def main(args: list[str] | None = None) -> LinearRegressionCLI | None:
+def main(args: list[str] | None = None) -> ProjectCLI | None:
     """Run the CLI on `args` (default: the command line). Returns the CLI object when it finishes
     (None for `export`)."""
     debug = "--debug" in (sys.argv if args is None else args)
@@ -316,6 +356,13 @@ def main(args: list[str] | None = None) -> LinearRegressionCLI | None:
     except SIGTERMException as stop:
         # Lightning stopped between steps; InterruptCheckpoint saved and set the status (130 after Ctrl-C)
         raise SystemExit(stop.code or 128 + signal.SIGTERM) from None
+    except MisconfigurationException as error:
+        # Lightning's refusal of a setting it checks during the run (a monitored metric never logged, ...): its
+        # own words, without the traceback
+        if debug:
+            raise
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     except Exception as error:
         ours = _our_error(error)
         if ours is None or debug:

@@ -39,9 +39,19 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
+def with_experiment(args: list[str]) -> list[str]:
+    """A command line (subcommand first) with the regression experiment's config (configs/default.yaml) right after
+    the subcommand, as the README's commands give it."""
+    subcommand, *rest = args
+    if subcommand not in ("fit", "validate", "test", "predict") or DEFAULT_CONFIG in rest:
+        return list(args)
+    return [subcommand, "--config", DEFAULT_CONFIG, *rest]
+
+
 def run_cli(subcommand: str, *args: str, quiet: bool = True):
-    """Run the CLI in-process and return the LightningCLI object (model, datamodule, trainer)."""
-    return main([subcommand, *args, *(QUIET if quiet else [])])
+    """Run the CLI in-process and return the LightningCLI object (model, datamodule, trainer): the regression
+    experiment (configs/default.yaml) and what `args` change."""
+    return main(with_experiment([subcommand, *args, *(QUIET if quiet else [])]))
 
 
 def version_dir(root: Path, version: int = 0) -> Path:
@@ -55,7 +65,7 @@ def interrupt_at(step: int, signum: int, *args: str, cwd: Path) -> tuple[int, st
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     wait = ["--trainer.callbacks+", "signal_probe.WaitForSignal", "--trainer.callbacks.step", str(step)]
     process = subprocess.Popen(
-        [sys.executable, "-u", "-m", "linreg_pl", "fit", *args, *wait],
+        [sys.executable, "-u", "-m", "linreg_pl", *with_experiment(["fit", *args]), *wait],
         cwd=cwd,
         env=environment,
         stdout=subprocess.PIPE,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from linreg_pl.data import SyntheticRegressionDataModule
-from linreg_pl.model import LinearRegression
+from linreg_pl.regression.data import SyntheticRegressionDataModule
+from linreg_pl.regression.model import LinearRegression
 
 
 class RowsDataModule(SyntheticRegressionDataModule):

@@ -1,4 +1,4 @@
-"""The exact solutions of linreg_pl.closed_form against independent computations on the data themselves."""
+"""The exact solutions of linreg_pl.regression.closed_form against independent computations on the data themselves."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from linreg_pl.closed_form import NormalEquations, least_squares
 from linreg_pl.errors import ConfigError
+from linreg_pl.regression.closed_form import NormalEquations, least_squares
 
 TRUE_SUPPORT = [1, 4, 7, 12, 18]
 
@@ -79,7 +79,7 @@ def smooth_gradient(features, targets, weight, bias, l2):
 
 
 def test_least_squares_matches_lstsq_on_the_design_with_an_intercept_column(monkeypatch):
-    monkeypatch.setattr("linreg_pl.closed_form.ROWS_AT_ONCE", 128)  # several slices of one block
+    monkeypatch.setattr("linreg_pl.regression.closed_form.ROWS_AT_ONCE", 128)  # several slices of one block
     features, targets = regression()
     design = torch.cat([features, torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
     expected = torch.linalg.lstsq(design, targets.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
@@ -102,7 +102,7 @@ def test_blocks_of_any_sizes_give_what_one_block_gives():
 
 
 def test_large_offsets_and_mixed_scales_keep_the_answer_accurate(monkeypatch):
-    monkeypatch.setattr("linreg_pl.closed_form.ROWS_AT_ONCE", 256)
+    monkeypatch.setattr("linreg_pl.regression.closed_form.ROWS_AT_ONCE", 256)
     # raw sums of squares of 10⁴ ± 1 keep 8 digits of the variance; this gets the bias ~100% wrong
     generator = torch.Generator().manual_seed(2)
     features = torch.randn(2000, 2, generator=generator, dtype=torch.float64) * torch.tensor([1.0, 1000.0]) + 1e4

@@ -7,7 +7,7 @@ import torch
 from conftest import EXPERIMENT_DATA
 
 from linreg_pl.batches import BatchIndexSampler, TensorBatchLoader
-from linreg_pl.data import SyntheticRegressionDataModule
+from linreg_pl.regression.data import SyntheticRegressionDataModule
 
 
 def make(**kwargs) -> SyntheticRegressionDataModule:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT, SMALL_STREAM, run_cli
+from conftest import DEFAULT_CONFIG, ROOT, SMALL_STREAM, run_cli, with_experiment
 
 from linreg_pl.cli import build_cli, main
 
@@ -26,7 +26,7 @@ def test_bf16_mixed_precision_on_cpu(isolated):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_asking_for_a_gpu_without_one_is_one_line(capsys, isolated):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--trainer.accelerator", "gpu"])
+        main(with_experiment(["fit", "--trainer.accelerator", "gpu"]))
     assert exit_info.value.code == 2
     # Lightning's own reason, named as the Trainer's
     assert (

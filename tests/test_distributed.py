@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import DEFAULT_CONFIG, EXPERIMENT_DATA, ROOT, interrupt_at, run_cli, version_dir
 
-from linreg_pl.data import SyntheticRegressionDataModule
+from linreg_pl.regression.data import SyntheticRegressionDataModule
 
 DDP = ["--config", DEFAULT_CONFIG, "--config", str(ROOT / "configs" / "ddp.yaml"), "--trainer.accelerator", "cpu"]
 

@@ -15,7 +15,7 @@ from lightning.pytorch import Callback
 from linreg_pl.batches import gather
 from linreg_pl.cli import build_cli
 from linreg_pl.fast import PER_BATCH_HOOKS, LightningOverheadCuts
-from linreg_pl.model import LinearRegression
+from linreg_pl.regression.model import LinearRegression
 
 
 def test_the_cuts_change_no_result(isolated):
@@ -57,7 +57,7 @@ def assert_put_back(cli) -> None:
 # trainer.fit called directly, without main()'s filter for this warning from inside Lightning
 @pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)`:FutureWarning")
 def test_implemented_hooks_still_run_and_everything_is_put_back(isolated):
-    cli = build_cli(["--trainer.max_epochs", "2", *QUIET], run=False)
+    cli = build_cli(["--config", DEFAULT_CONFIG, "--trainer.max_epochs", "2", *QUIET], run=False)
     watch = HookWatch()
     cli.trainer.callbacks.append(watch)
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -71,7 +71,7 @@ def test_implemented_hooks_still_run_and_everything_is_put_back(isolated):
 
 @pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)`:FutureWarning")
 def test_a_run_that_raises_puts_everything_back_too(isolated):
-    cli = build_cli(["--trainer.max_epochs", "2", *QUIET], run=False)
+    cli = build_cli(["--config", DEFAULT_CONFIG, "--trainer.max_epochs", "2", *QUIET], run=False)
     watch = HookWatch(fail_at_batch=5)
     cli.trainer.callbacks.append(watch)
     with pytest.raises(RuntimeError, match="a failing callback"):

@@ -10,12 +10,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, SMALL_STREAM, run_cli, version_dir
+from conftest import DEFAULT_CONFIG, ROOT, SMALL_STREAM, run_cli, version_dir
 
-from linreg_pl import figures
-from linreg_pl.callbacks import ParameterReport
 from linreg_pl.errors import ConfigError
-from linreg_pl.figures import MAX_POINTS, plot_fit, plots_available
+from linreg_pl.regression import figures
+from linreg_pl.regression.figures import MAX_POINTS, plot_fit, plots_available
+from linreg_pl.regression.report import ParameterReport
 
 needs_matplotlib = pytest.mark.skipif(
     not plots_available(), reason='needs the `plots` extra: pip install -e ".[plots]"'
@@ -152,7 +152,15 @@ def test_fit_writes_fit_png_in_the_run_directory(isolated, capsys):
 def test_fit_logs_the_figure_to_tensorboard(isolated):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_cli("fit", "--config", str(ROOT / "configs" / "tensorboard.yaml"), "--trainer.max_epochs", "1")
+    run_cli(
+        "fit",
+        "--config",
+        DEFAULT_CONFIG,
+        "--config",
+        str(ROOT / "configs" / "tensorboard.yaml"),
+        "--trainer.max_epochs",
+        "1",
+    )
     events = EventAccumulator(str(version_dir(isolated)), size_guidance={"images": 0})
     events.Reload()
     assert events.Tags()["images"] == ["fit"]

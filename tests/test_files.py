@@ -7,12 +7,12 @@ import csv
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_cli, version_dir
+from conftest import ROOT, run_cli, version_dir, with_experiment
 
 from linreg_pl.cli import main
-from linreg_pl.closed_form import least_squares
-from linreg_pl.data import TableRegressionDataModule
 from linreg_pl.errors import ConfigError
+from linreg_pl.regression.closed_form import least_squares
+from linreg_pl.regression.data import TableRegressionDataModule
 
 
 def write_table(path, columns: dict[str, np.ndarray]) -> None:
@@ -62,7 +62,11 @@ def test_features_of_very_different_scales_reach_the_closed_form_test_mse(seed, 
 def test_without_standardising_the_same_table_diverges(isolated, capsys):
     write_table(isolated / "houses.csv", linear_table(n=5000))
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *csv_args(isolated / "houses.csv", "--data.batch_size", "50", "--data.standardize", "false")])
+        main(
+            with_experiment(
+                ["fit", *csv_args(isolated / "houses.csv", "--data.batch_size", "50", "--data.standardize", "false")]
+            )
+        )
     assert exit_info.value.code == 1
     assert "training diverged" in capsys.readouterr().err
 
@@ -128,7 +132,11 @@ def test_bad_tables_are_one_line_errors(content, target, expected, isolated, cap
         TableRegressionDataModule(str(isolated / "bad.csv"), target=target)
     assert expected in str(error.value)
     with pytest.raises(SystemExit) as exit_info:  # and through the CLI: one line, status 2
-        main(["fit", "--data", "TableRegressionDataModule", "--data.path", "bad.csv", "--data.target", target])
+        main(
+            with_experiment(
+                ["fit", "--data", "TableRegressionDataModule", "--data.path", "bad.csv", "--data.target", target]
+            )
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert expected in err[-1] and "Traceback" not in "\n".join(err)

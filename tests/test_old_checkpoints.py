@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import DEFAULT_CONFIG, ROOT, run_cli, version_dir
 
-from linreg_pl.model import FORMAT, FORMAT_KEY, LinearRegression
+from linreg_pl.regression.model import FORMAT, FORMAT_KEY, LinearRegression
 
 DATA = Path(__file__).resolve().parent / "data"
 SYNTHETIC = DATA / "old_synthetic_last.ckpt"  # default experiment, 1 epoch, not standardised

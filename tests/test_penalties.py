@@ -7,9 +7,9 @@ import torch
 from conftest import ROOT, run_cli
 from test_training_to_the_optimum import noisy_table, write_table
 
-from linreg_pl.closed_form import NormalEquations
 from linreg_pl.errors import ConfigError
-from linreg_pl.model import LinearRegression
+from linreg_pl.regression.closed_form import NormalEquations
+from linreg_pl.regression.model import LinearRegression
 
 SUPPORT = [1, 4, 7, 12, 18]
 SPARSE_W = [0.0] * 20

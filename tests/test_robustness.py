@@ -8,12 +8,12 @@ import signal
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, interrupt_at, run_cli, version_dir
+from conftest import DEFAULT_CONFIG, interrupt_at, run_cli, version_dir, with_experiment
 from lightning.pytorch import Callback
 from typing_extensions import override
 
 from linreg_pl.cli import main
-from linreg_pl.model import LinearRegression
+from linreg_pl.regression.model import LinearRegression
 
 SYNTHETIC = "--data.init_args."
 
@@ -21,7 +21,7 @@ SYNTHETIC = "--data.init_args."
 def error_line(capsys, *args: str) -> str:
     """Run the CLI expecting an error this project checks itself; return its one stderr line."""
     with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--trainer.accelerator", "cpu"])
+        main(with_experiment([*args, "--trainer.accelerator", "cpu"]))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "Traceback" not in "\n".join(err)
@@ -32,7 +32,7 @@ def error_line(capsys, *args: str) -> str:
 def parse_error(capsys, *args: str) -> str:
     """Run the CLI expecting jsonargparse to refuse the arguments; return its message, reason and all."""
     with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--trainer.accelerator", "cpu"])
+        main(with_experiment([*args, "--trainer.accelerator", "cpu"]))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "usage:" not in err  # the reason, not 50 lines of usage
@@ -101,7 +101,7 @@ def test_unknown_key_in_a_config_file(capsys, isolated):
 def test_debug_shows_the_traceback(isolated, monkeypatch):
     monkeypatch.delenv("JSONARGPARSE_DEBUG", raising=False)  # main() sets it for --debug
     with pytest.raises(Exception, match="batch_size must be an integer >= 1"):
-        main(["fit", SYNTHETIC + "batch_size", "0", "--debug"])
+        main(with_experiment(["fit", SYNTHETIC + "batch_size", "0", "--debug"]))
 
 
 class Payload:
@@ -123,7 +123,7 @@ def test_corrupt_and_foreign_checkpoints_are_refused(capsys, isolated):
 
 def test_divergence_stops_with_a_message_and_writes_no_bad_checkpoint(capsys, isolated):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--model.optimizer.lr", "5", "--trainer.accelerator", "cpu"])
+        main(with_experiment(["fit", "--model.optimizer.lr", "5", "--trainer.accelerator", "cpu"]))
     assert exit_info.value.code == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("linreg-pl: error: training diverged at epoch 0")
@@ -141,7 +141,7 @@ class DivergesInSecondEpoch(LinearRegression):
 
 def test_the_last_good_checkpoint_survives_a_divergence(capsys, isolated):
     with pytest.raises(SystemExit):
-        main(["fit", "--model", f"{__name__}.DivergesInSecondEpoch", "--trainer.accelerator", "cpu"])
+        main(with_experiment(["fit", "--model", f"{__name__}.DivergesInSecondEpoch", "--trainer.accelerator", "cpu"]))
     line = capsys.readouterr().err.strip().splitlines()[-1]
     last = version_dir(isolated) / "checkpoints" / "last.ckpt"
     assert f"the last good checkpoint is kept: {last.relative_to(isolated)}" in line.replace("./", "")
@@ -205,7 +205,7 @@ def uninterrupted(tmp_path_factory):
         patch.chdir(tmp_path_factory.mktemp("uninterrupted"))
         patch.setattr("sys.argv", ["linreg-pl"])
         StepParameters.after = {}
-        main(["fit", *INTERRUPTIBLE, "--trainer.callbacks+", f"{__name__}.StepParameters"])
+        main(with_experiment(["fit", *INTERRUPTIBLE, "--trainer.callbacks+", f"{__name__}.StepParameters"]))
     return StepParameters.after
 
 

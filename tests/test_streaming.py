@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import SMALL_STREAM, run_cli
 
-from linreg_pl.streaming import StreamingLoader, SyntheticChunks, SyntheticStreamDataModule
+from linreg_pl.regression.streaming import StreamingLoader, SyntheticChunks, SyntheticStreamDataModule
 
 TRUE_W = torch.tensor([1.0, -2.0, 0.5])
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import ROOT, run_cli, version_dir
 
-from linreg_pl.closed_form import NormalEquations
 from linreg_pl.errors import ConfigError
-from linreg_pl.streaming import StreamingLoader, TableChunks, TableStreamDataModule
+from linreg_pl.regression.closed_form import NormalEquations
+from linreg_pl.regression.streaming import StreamingLoader, TableChunks, TableStreamDataModule
 
 STREAM = ["--config", str(ROOT / "configs" / "table-stream.yaml")]
 IN_MEMORY = ["--config", str(ROOT / "configs" / "csv.yaml")]

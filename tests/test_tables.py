@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from linreg_pl.errors import ConfigError
-from linreg_pl.tables import CSVByteRanges, ParquetRowGroups, column_names, read_table
+from linreg_pl.regression.tables import CSVByteRanges, ParquetRowGroups, column_names, read_table
 
 pa = pytest.importorskip("pyarrow")  # the `tables` extra
 pq = pytest.importorskip("pyarrow.parquet")

@@ -35,11 +35,11 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from typing_extensions import override
 
-from linreg_pl.batches import gather, shard
-from linreg_pl.closed_form import NormalEquations
-from linreg_pl.data import check_split_arguments, feature_columns, split_sizes, synthetic_truth
+from linreg_pl.batches import RowBatch, gather, shard
 from linreg_pl.errors import ConfigError
-from linreg_pl.tables import CSVByteRanges, ParquetRowGroups, chunked_table
+from linreg_pl.regression.closed_form import NormalEquations
+from linreg_pl.regression.data import check_split_arguments, feature_columns, split_sizes, synthetic_truth
+from linreg_pl.regression.tables import CSVByteRanges, ParquetRowGroups, chunked_table
 
 Chunk = tuple[Tensor, ...]  # the tensors of one chunk, e.g. (features, targets), of equal first dimension
 
@@ -459,7 +459,8 @@ class TableChunks(ChunkSource):
     @override
     def batches(self, chunks: Iterator[tuple[int, Chunk]]) -> Iterator[Chunk]:
         # a wrapped-around chunk may hold more batches than the padding needs
-        return itertools.islice(super().batches(chunks), self.num_batches())
+        batches = itertools.islice(super().batches(chunks), self.num_batches())
+        return (RowBatch(*batch) for batch in batches) if self.row_numbers and self.target is None else batches
 
 
 class TableStreamDataModule(LightningDataModule):
@@ -468,7 +469,7 @@ class TableStreamDataModule(LightningDataModule):
 
     Chunks: a Parquet table's row groups (counted from the footers, nothing read), or a CSV's byte ranges
     of about `chunk_bytes` (one pass at start-up finds their line breaks and counts their rows; see
-    `linreg_pl.tables.CSVByteRanges`). Memory holds a few chunks at a time.
+    `linreg_pl.regression.tables.CSVByteRanges`). Memory holds a few chunks at a time.
 
     Splits: whole chunks; a permutation of the chunk indices seeded with `seed` picks the val and test
     chunks (`split_sizes` of the chunk count), the rest train. Each epoch shuffles the training chunks'
@@ -476,7 +477,7 @@ class TableStreamDataModule(LightningDataModule):
     step counts (see `TableChunks`).
 
     Statistics: one streaming pass over the training chunks, in float64, gathers `normal_equations`
-    (`linreg_pl.closed_form.NormalEquations`), done when first needed: when the CLI reads
+    (`linreg_pl.regression.closed_form.NormalEquations`), done when first needed: when the CLI reads
     `standardization` to link it into the model, or else when the end-of-fit report asks for the
     closed form. They give the standardisation and the closed-form least-squares yardstick.
 

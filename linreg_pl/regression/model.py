@@ -120,6 +120,9 @@ class LinearRegression(LightningModule):
         self.target = Standardize(statistics.get("target_mean"), statistics.get("target_scale"))
         nn.init.normal_(self.linear.weight, mean=0.0, std=init_std)
         nn.init.zeros_(self.linear.bias)
+        # Lightning's own attribute for an input batch: `export` traces with it (and the model summary shows
+        # input and output sizes)
+        self.example_input_array = torch.zeros(2, num_inputs)
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")

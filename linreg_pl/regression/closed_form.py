@@ -1,6 +1,6 @@
 """Exact linear-regression answers (least squares, ridge, lasso, elastic net) from one pass over the data.
 
-    from linreg_pl.closed_form import NormalEquations
+    from linreg_pl.regression.closed_form import NormalEquations
     statistics = NormalEquations()
     for features, targets in blocks_of_rows:      # in memory or streamed from disk
         statistics.update(features, targets)

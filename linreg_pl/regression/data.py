@@ -6,7 +6,7 @@
 `RegressionDataModule` splits whatever `load_tensors()` returns into train/val/test (shares of the
 examples chosen by a seeded permutation) and batches each split through `linreg_pl.batches`, which
 gathers a whole batch at once (`linreg_pl.batches.gather`). Data larger than memory stream from
-`linreg_pl.streaming` (`SyntheticStreamDataModule`, `TableStreamDataModule`).
+`linreg_pl.regression.streaming` (`SyntheticStreamDataModule`, `TableStreamDataModule`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from typing_extensions import override
 
-from linreg_pl.batches import BatchIndexSampler, TensorBatchLoader, gather
-from linreg_pl.closed_form import NormalEquations
+from linreg_pl.batches import BatchIndexSampler, RowBatch, TensorBatchLoader, gather
 from linreg_pl.errors import ConfigError
-from linreg_pl.tables import column_names, read_table
+from linreg_pl.regression.closed_form import NormalEquations
+from linreg_pl.regression.tables import column_names, read_table
 
 Split = tuple[Tensor, ...]
 
@@ -217,7 +217,7 @@ class RegressionDataModule(LightningDataModule):
             even_shards=even_shards,
             device=tensors[0].device,
         )
-        return TensorBatchLoader(tensors, sampler)
+        return TensorBatchLoader(tensors, sampler, RowBatch if split == "predict" else None)
 
     @override
     def train_dataloader(self) -> TensorBatchLoader:
@@ -289,7 +289,7 @@ class SyntheticRegressionDataModule(RegressionDataModule):
 
 class TableRegressionDataModule(RegressionDataModule):
     """A table from a file: CSV (`,` `;` or tab separated, with a header row), Parquet (a file, a folder of
-    part files or a glob), `.npz` (one array per column) or `.npy` (2-D); see `linreg_pl.tables`.
+    part files or a glob), `.npz` (one array per column) or `.npy` (2-D); see `linreg_pl.regression.tables`.
 
     Features and target are standardised with training-split statistics that the model stores, so
     `predict` on a new file of raw features gives predictions in the original units.

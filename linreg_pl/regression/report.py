@@ -1,0 +1,262 @@
+"""The regression example's end-of-fit report: epoch lines, learned against true and exact parameters, fit.png.
+
+    python -m linreg_pl fit --config configs/default.yaml      # ParameterReport prints the table, draws fit.png
+
+`configs/default.yaml` lists it under `trainer.callbacks`; a model without `learned_parameters()` (not a
+linear regression) gets nothing from it, so configs of other models leave it out.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+from torchmetrics.functional import mean_squared_error, r2_score
+from typing_extensions import override
+
+from linreg_pl.regression.closed_form import NormalEquations, least_squares
+from linreg_pl.regression.figures import MISSING_MATPLOTLIB, plot_fit, plots_available
+
+
+class ParameterReport(Callback):
+    """Prints each epoch's losses and training speed and, at the end of `fit`, the learned parameters
+    beside the true ones (when known) and the exact optimum (data in memory, or a streamed table's
+    one-pass statistics).
+
+    The exact optimum is `NormalEquations.solve` on the training split with the model's own objective: its
+    `l1_strength`/`l2_strength` (0 when it has none) on the standardised problem when the model standardises
+    (its `standardize` layer has statistics). Its column is named for what it is: least squares, ridge, lasso or
+    elastic net. It is the yardstick for what SGD reached; the report also prints learned/optimum of that
+    objective on the training split, with a hint when it is more than 1% above 1.
+
+    It also draws `fit.png` in the run's log directory (and logs it to TensorBoard when that is a
+    logger): training and validation loss per epoch; predicted against actual targets on the validation
+    split (else test, else training) with the closed-form least-squares predictions beside the model's;
+    the residuals; and, for synthetic data, learned against true parameters. matplotlib is the `plots`
+    extra: without it, one line says so and the run goes on.
+
+    What it reads: the model's `learned_parameters()` (weight and bias in raw units; without it only the
+    epoch lines are printed), and of the data module, when it has them, `true_w`/`true_b` (synthetic
+    data) and `splits` (`RegressionDataModule`'s in-memory splits, for the closed form, the scores and
+    the picture), or else `normal_equations` (a streamed table's training statistics: the closed form,
+    no scores, no picture).
+
+    Args:
+        max_rows: parameters listed one per row at most; above it only the largest errors are listed.
+        plot: draw `fit.png` at the end of `fit`.
+    """
+
+    def __init__(self, max_rows: int = 10, plot: bool = True) -> None:
+        self.max_rows = max_rows
+        self.plot = plot
+        self.result: dict[str, Any] = {}
+        self.rates: list[float] = []
+        self.history: dict[str, list[float]] = {"epoch": [], "train/loss": [], "val/loss": []}
+        self.path: str | None = None  # the picture, once drawn
+        self._restart_clock()
+
+    def _restart_clock(self) -> None:
+        self._start = self._last_batch_end = time.perf_counter()
+        self._examples = 0
+        self._finished_epoch: int | None = None
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restart_clock()  # a run resumed mid-epoch starts without on_train_epoch_start
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._print_finished_epoch(trainer)
+        self._restart_clock()
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # training time only, up to the last batch, without the validation that follows
+        self._examples += len(batch[0])
+        self._last_batch_end = time.perf_counter()
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        seconds = self._last_batch_end - self._start
+        self.rates.append(self._examples * trainer.world_size / seconds if seconds > 0 else 0.0)
+        self._finished_epoch = trainer.current_epoch
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._print_finished_epoch(trainer)
+
+    def _print_finished_epoch(self, trainer: Trainer) -> None:
+        # Printed once the epoch is wholly over: callbacks' `on_train_epoch_end` runs before the model's,
+        # where the epoch's training loss is logged.
+        if self._finished_epoch is None or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        self.history["epoch"].append(self._finished_epoch + 1)
+        for name in ("train/loss", "val/loss"):
+            self.history[name].append(float(metrics[name]) if name in metrics else float("nan"))
+        parts = [f"{name} {float(metrics[name]):.6g}" for name in ("train/loss", "val/loss") if name in metrics]
+        parts.append(f"{self.rates[-1]:,.0f} samples/s")
+        print(f"epoch {self._finished_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts), flush=True)
+        self._finished_epoch = None
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if hasattr(pl_module, "learned_parameters"):
+            self._report(trainer, pl_module)
+        self._draw(trainer, pl_module)
+
+    def _report(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        datamodule = trainer.datamodule
+        splits = getattr(datamodule, "splits", None) or {}
+        learned_w, learned_b = pl_module.learned_parameters()
+        true_w, true_b = getattr(datamodule, "true_w", None), getattr(datamodule, "true_b", None)
+        self.result = {"learned_w": learned_w, "learned_b": learned_b, "scores": {}}
+        closed_w = closed_b = None
+        statistics = _training_statistics(datamodule)
+        if statistics is not None:
+            standardize = getattr(pl_module, "standardize", None)
+            penalties = {
+                "l1": float(getattr(pl_module, "l1_strength", 0.0)),
+                "l2": float(getattr(pl_module, "l2_strength", 0.0)),
+                "standardize": getattr(standardize, "mean", None) is not None,
+            }
+            closed_w, closed_b = statistics.solve(**penalties)
+            optimum = statistics.objective(closed_w, closed_b, **penalties)
+            learned = statistics.objective(learned_w.double(), float(learned_b), **penalties)
+            # a perfect fit (optimum 0) compares on the objective itself
+            ratio = learned / optimum if optimum > 0 else 1.0 + learned
+            self.result.update(closed_w=closed_w, closed_b=closed_b, objective_ratio=ratio)
+            self.result["kind"] = _kind(penalties["l1"], penalties["l2"])
+            for split in ("val", "test"):
+                if split in splits and len(splits[split][0]):
+                    x, y = (t.double().cpu() for t in splits[split][:2])
+                    self.result["scores"][f"closed-form {split}"] = _scores(x @ closed_w + closed_b, y)
+                    self.result["scores"][f"learned {split}"] = _scores(x @ learned_w.double() + learned_b.double(), y)
+        if true_w is not None:
+            self.result["max_error"] = max(float((learned_w - true_w).abs().max()), abs(float(learned_b) - true_b))
+        if trainer.is_global_zero:
+            print(self._table(learned_w, learned_b, closed_w, closed_b, true_w, true_b), flush=True)
+            if "objective_ratio" in self.result:
+                print(self._ratio_line(), flush=True)
+            if self.rates:
+                steady = self.rates[1:] or self.rates  # the first epoch includes start-up
+                print(f"training throughput: {sum(steady) / len(steady):.0f} samples/s", flush=True)
+
+    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """`fit.png` in the run's log directory, and to TensorBoard when it is a logger."""
+        # every process asks: `trainer.log_dir` broadcasts rank zero's directory to the others under DDP
+        path = os.path.join(trainer.log_dir or ".", "fit.png")
+        if not self.plot or not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        if not plots_available():
+            print(f"ParameterReport: no fit.png: {MISSING_MATPLOTLIB}", flush=True)
+            return
+        splits = getattr(trainer.datamodule, "splits", None) or {}
+        name = next((n for n in ("val", "test", "train") if n in splits and len(splits[n][0])), None)
+        if name is None:
+            print("ParameterReport: no fit.png: the data module holds no in-memory `splits` to plot", flush=True)
+            return
+        features, targets = splits[name][:2]
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            predicted = pl_module(features).reshape(-1).cpu()
+        pl_module.train(was_training)
+        features, targets = features.cpu().double(), targets.cpu()
+        # the report's exact optimum (the model's own objective), else plain least squares
+        closed_w, closed_b = self.result.get("closed_w"), self.result.get("closed_b")
+        if closed_w is None:
+            closed_w, closed_b = least_squares(*(t.cpu() for t in splits["train"][:2]))
+        learned = truth = names = None
+        true_w, true_b = getattr(trainer.datamodule, "true_w", None), getattr(trainer.datamodule, "true_b", None)
+        if true_w is not None and true_b is not None and hasattr(pl_module, "learned_parameters"):
+            learned_w, learned_b = pl_module.learned_parameters()
+            learned, truth = [*learned_w.tolist(), float(learned_b)], [*true_w.tolist(), float(true_b)]
+            names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
+        figure = plot_fit(
+            path,
+            epochs=self.history["epoch"],
+            train_loss=self.history["train/loss"],
+            val_loss=self.history["val/loss"],
+            actual=targets,
+            predicted=predicted,
+            closed_form_predicted=features @ closed_w + closed_b,
+            split_name={"val": "validation", "test": "test", "train": "training"}[name],
+            learned=learned,
+            truth=truth,
+            parameter_names=names,
+        )
+        self.path = path
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure("fit", figure, global_step=trainer.global_step, close=False)
+        print(f"wrote the fit plot to {path}", flush=True)
+
+    def _ratio_line(self) -> str:
+        ratio, kind = self.result["objective_ratio"], self.result["kind"]
+        what = "mse" if kind == "least squares" else f"{kind} objective"
+        line = f"training {what}, learned / exact optimum = {ratio:.5f}"
+        if ratio > 1.01:
+            line += (
+                "\nhint: SGD stopped more than 1% above the optimum: train longer (--trainer.max_epochs), average "
+                "the weights (--config configs/averaged.yaml) or lower the learning rate (--model.optimizer.lr)"
+            )
+        return line
+
+    def _table(self, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> str:
+        names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
+        learned = [*learned_w.tolist(), float(learned_b)]
+        closed = [*closed_w.tolist(), float(closed_b)] if closed_w is not None else None
+        truth = [*true_w.tolist(), true_b] if true_w is not None else None
+        kind = self.result.get("kind", "closed-form")
+        reference, against = (truth, "true") if truth is not None else (closed, kind)
+        errors = [abs(a - b) for a, b in zip(learned, reference, strict=True)] if reference else None
+        header = f"{'parameter':<10}{'true':>12}{kind:>15}{'learned':>12}"
+        lines = ["", header + (f"  {f'|learned - {against}|':>22}" if errors else "")]
+        rows = list(range(len(names)))
+        if len(names) > self.max_rows:  # the largest errors, or the first rows when nothing to compare with
+            rows = sorted(sorted(rows, key=lambda i: -errors[i])[: self.max_rows]) if errors else rows[: self.max_rows]
+        for i in rows:
+            true_cell = f"{truth[i]:>12.4f}" if truth else f"{'-':>12}"
+            closed_cell = f"{closed[i]:>15.4f}" if closed else f"{'-':>15}"
+            error_cell = f"{errors[i]:>24.2e}" if errors else ""
+            lines.append(f"{names[i]:<10}{true_cell}{closed_cell}{learned[i]:>12.4f}{error_cell}")
+        if len(names) > self.max_rows:
+            lines.append(f"({len(names)} parameters, {self.max_rows} shown)")
+        if errors:
+            lines.append(f"max |learned - {against}| = {max(errors):.2e}")
+        if self.result["scores"]:
+            lines.append(f"{'':<20}{'mse':>12}{'r2':>12}")
+            for name, (mse, r2) in self.result["scores"].items():
+                lines.append(f"{name:<20}{mse:>12.4e}{r2:>12.6f}")
+        return "\n".join(lines)
+
+
+def _kind(l1: float, l2: float) -> str:
+    """The name of the exact optimum's problem, for the report's column."""
+    return {(False, False): "least squares", (False, True): "ridge", (True, False): "lasso"}.get(
+        (l1 > 0, l2 > 0), "elastic net"
+    )
+
+
+def _training_statistics(datamodule: Any) -> NormalEquations | None:
+    """The training split's statistics: one pass over in-memory `splits["train"]`, or a streamed table's
+    own one-pass `normal_equations`; None for data modules with neither."""
+    splits = getattr(datamodule, "splits", None) or {}
+    if "train" in splits:
+        statistics = NormalEquations()
+        statistics.update(*(t.cpu() for t in splits["train"][:2]))
+        return statistics
+    return getattr(datamodule, "normal_equations", None)
+
+
+def _scores(predictions: Tensor, targets: Tensor) -> tuple[float, float]:
+    r2 = float(r2_score(predictions, targets)) if len(targets) > 1 else float("nan")
+    return float(mean_squared_error(predictions, targets)), r2
