@@ -1,0 +1,4 @@
+"""The class paths 0.1.0 and 0.2.0 wrote into checkpoints and saved configs (`linreg_pl.streaming.*`); the classes now
+live in `linreg_pl.regression.streaming`. Part of the regression example: delete it with `linreg_pl/regression/`."""
+
+from linreg_pl.regression.streaming import SyntheticStreamDataModule, TableStreamDataModule  # noqa: F401
