@@ -1,25 +1,32 @@
-"""Export a trained model to a file that predicts without this package: ONNX or a torch.export program.
+"""Export a trained module to a file that runs without this package: ONNX or a torch.export program.
 
     python -m linreg_pl export --ckpt_path CKPT --output model.onnx
 
-The suffix of the output chooses the format: `.onnx` for ONNX Runtime and other ONNX consumers,
-`.pt2` for `torch.export.load(path).module()`. Either file takes raw features float32
-[batch, num_inputs] named "features" and returns "predictions" [batch] in the targets' original units:
-the model carries its own standardisation as buffers, so the file does too. The batch size is free.
+Any `nn.Module` whose `forward` `torch.export` can trace: the file's inputs are named after `forward`'s
+parameters, its outputs `predictions` (one tensor) or `predictions_0`, ... (a tuple) or the dict's keys, with
+the shapes `forward` returns, and the first (batch) dimension of every input free. The suffix of the output
+chooses the format: `.onnx` for ONNX Runtime and other ONNX consumers, `.pt2` for
+`torch.export.load(path).module()`. A module that carries its own preprocessing as buffers (the regression
+example's standardisation) carries it into the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import inspect
+import io
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from linreg_pl.errors import ConfigError
 
@@ -29,15 +36,33 @@ FORMATS = {".onnx": "ONNX", ".pt2": "torch.export"}
 ONNX_OPSET = 18
 # what `torch.onnx.export(..., dynamo=True)` imports; onnxruntime, also in the extra, only runs the file
 ONNX_EXPORT_NEEDS = ("onnx", "onnxscript")
+# torch's loggers that print, on every export or failed trace, what no user can act on (`_quiet_torch_export`)
+QUIET_LOGGERS = ("torch.onnx._internal.exporter._registration", "torch.fx.experimental.symbolic_shapes")
 
 
-def export_model(model: nn.Module, num_inputs: int, output: str | Path) -> Path:
-    """Write `model` to `output` in the format its suffix names and return the path.
+@dataclass
+class Exported:
+    """What `export_model` wrote: the file, and each input's and output's name, dtype and shape after the
+    (free) batch dimension."""
+
+    path: Path
+    inputs: dict[str, tuple[torch.dtype, tuple[int, ...]]]
+    outputs: dict[str, tuple[torch.dtype, tuple[int, ...]]]
+
+
+def input_names(model: nn.Module) -> list[str]:
+    """The names of `model.forward`'s positional parameters: the exported file's input names."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in inspect.signature(model.forward).parameters.values() if p.kind in kinds]
+
+
+def export_model(model: nn.Module, example: Tensor | Sequence[Tensor], output: str | Path) -> Exported:
+    """Write `model` to `output` in the format its suffix names.
 
     Args:
-        model: takes raw features float32 [n, num_inputs] and returns predictions [n]; left as it is
-            (a copy, in eval mode on the CPU, is exported).
-        num_inputs: number of features.
+        model: any module `torch.export` can trace; left as it is (a copy, in eval mode on the CPU, is exported).
+        example: an input batch for `forward` (a tensor, or one tensor per parameter), any batch size: its
+            values are not kept, only its dtypes and shapes beyond the batch dimension.
         output: a `.onnx` or `.pt2` path; missing parent folders are created.
     """
     output = Path(output)
@@ -51,26 +76,44 @@ def export_model(model: nn.Module, num_inputs: int, output: str | Path) -> Path:
     # a copy: eval mode and the move to the CPU must not change the caller's model (a LightningModule
     # drops its trainer when copied)
     model = copy.deepcopy(model).cpu().eval()
-    # a batch of 2, not 1: torch.export treats a size-1 dimension as the constant 1 and would then
-    # refuse to mark it dynamic
-    example = torch.zeros(2, num_inputs)
+    names = input_names(model)
+    example = (example,) if isinstance(example, Tensor) else tuple(example)
+    if len(example) != len(names):
+        raise ConfigError(
+            f"cannot export {type(model).__name__}: forward takes {len(names)} inputs ({', '.join(names)}), "
+            f"the example has {len(example)}"
+        )
+    # a batch of 2: torch.export treats a size-1 dimension as the constant 1 and would then refuse to mark it
+    # dynamic; the values do not matter, only dtypes and shapes
+    example = tuple(torch.zeros((2, *t.shape[1:]), dtype=t.dtype) for t in example)
     batch = torch.export.Dim("batch", min=1)
-    dynamic_shapes = {"features": {0: batch}}
+    dynamic_shapes = {name: {0: batch} for name in names}
+    try:
+        with torch.no_grad():
+            results = model(*example)
+        # a failed trace also prints its partial graph to stderr (torch.export's own `print`): the reason is
+        # reported below in one line, so the dump goes nowhere
+        with _quiet_torch_export(), contextlib.redirect_stderr(io.StringIO()):
+            program = torch.export.export(model, example, dynamic_shapes=dynamic_shapes)
+    except Exception as error:  # torch's reason, first line: the rest is its guide to rewriting the model
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ConfigError(f"torch.export cannot export {type(model).__name__}: {reason}") from None
+    outputs = _outputs(results)
     output.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".pt2":
-        program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
         torch.export.save(program, output)
     else:
-        with _quiet_onnx_exporter():
+        with _quiet_torch_export():
             torch.onnx.export(
                 model,
-                (example,),
+                example,
                 output,
-                # the torch.export-based exporter: the legacy TorchScript one (dynamo=False) is deprecated
-                # and says so with a DeprecationWarning on every call
+                # the torch.export-based exporter: the legacy TorchScript one (dynamo=False) is deprecated and says
+                # so with a DeprecationWarning on every call. Given the module, not the program traced above, so
+                # that the batch dimension keeps its name in the file ("batch", not torch's "s97")
                 dynamo=True,
-                input_names=["features"],
-                output_names=["predictions"],
+                input_names=names,
+                output_names=list(outputs),
                 dynamic_shapes=dynamic_shapes,
                 opset_version=ONNX_OPSET,
                 # one self-contained file; otherwise an (empty, for weights this small) `.onnx.data` beside it
@@ -78,24 +121,39 @@ def export_model(model: nn.Module, num_inputs: int, output: str | Path) -> Path:
                 # verbose=None prints a progress line per export step
                 verbose=False,
             )
-    return output
+    inputs = {name: (t.dtype, tuple(t.shape[1:])) for name, t in zip(names, example, strict=True)}
+    return Exported(output, inputs, outputs)
+
+
+def _outputs(results: Any) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    """Each output's name, dtype and shape after the batch dimension, in the order the file returns them."""
+    if isinstance(results, Tensor):
+        named = {"predictions": results}
+    elif isinstance(results, Mapping):
+        named = {str(key): value for key, value in results.items()}
+    else:
+        named = {f"predictions_{i}": value for i, value in enumerate(results)}
+    return {name: (value.dtype, tuple(value.shape[1:])) for name, value in named.items()}
 
 
 @contextmanager
-def _quiet_onnx_exporter() -> Iterator[None]:
-    """Silence two messages torch 2.13's ONNX exporter prints on every export that no user can act on.
+def _quiet_torch_export() -> Iterator[None]:
+    """Silence what torch 2.13's exporters print that no user can act on.
 
-    Both come from inside torch, not from our model or arguments, so nothing we pass avoids them:
-    - the op registry logs "torchvision is not installed. Skipping torchvision::nms" (and three more)
-      as warnings; torchvision ops cannot occur in this model;
+    All of it comes from inside torch, not from the model or our arguments, so nothing we pass avoids it:
+    - the ONNX op registry logs "torchvision is not installed. Skipping torchvision::nms" (and three more)
+      as warnings; the model's ops are what they are;
     - `ExportedProgram.run_decompositions` deep-copies its module call graph, which constructs a
       pytree `LeafSpec` and so raises torch's own FutureWarning "`isinstance(treespec, LeafSpec)`
-      is deprecated".
+      is deprecated";
+    - a trace that fails logs the partial graph as a warning ("Unable to find user code ..."); the failure
+      itself is raised, and reported in one line.
     Only these are filtered, and only during the export; everything else still shows.
     """
-    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registry_log.level
-    registry_log.setLevel(logging.ERROR)
+    logs = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings(
@@ -103,4 +161,5 @@ def _quiet_onnx_exporter() -> Iterator[None]:
             )
             yield
     finally:
-        registry_log.setLevel(level)
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)

@@ -73,8 +73,8 @@ def exported(request, tmp_path_factory):
     num_inputs = request.param
     model = StandInRegression(num_inputs)
     folder = tmp_path_factory.mktemp(f"export_{num_inputs}")
-    onnx_path = export_model(model, num_inputs, folder / "model.onnx") if ONNX_INSTALLED else None
-    return model, onnx_path, export_model(model, num_inputs, folder / "model.pt2")
+    onnx_path = export_model(model, torch.zeros(2, num_inputs), folder / "model.onnx").path if ONNX_INSTALLED else None
+    return model, onnx_path, export_model(model, torch.zeros(2, num_inputs), folder / "model.pt2").path
 
 
 @needs_onnx
@@ -124,7 +124,7 @@ def test_export_prints_no_warning_and_leaves_the_model_alone(tmp_path, capfd, su
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        path = export_model(model, 3, tmp_path / "nested" / f"model{suffix}")
+        path = export_model(model, torch.zeros(2, 3), tmp_path / "nested" / f"model{suffix}").path
     assert [str(w.message) for w in caught] == []
     assert capfd.readouterr() == ("", "")
     assert path == tmp_path / "nested" / f"model{suffix}" and path.stat().st_size > 0
@@ -134,7 +134,7 @@ def test_export_prints_no_warning_and_leaves_the_model_alone(tmp_path, capfd, su
 
 def test_unknown_suffix_is_a_one_line_config_error(tmp_path):
     with pytest.raises(ConfigError) as error:
-        export_model(StandInRegression(2), 2, tmp_path / "model.bin")
+        export_model(StandInRegression(2), torch.zeros(2, 2), tmp_path / "model.bin")
     assert str(error.value) == (
         f"cannot export to {tmp_path / 'model.bin'}: unknown suffix '.bin'; use .onnx (ONNX), .pt2 (torch.export)"
     )
@@ -146,7 +146,7 @@ def test_onnx_without_the_extra_names_the_install_command(tmp_path, monkeypatch)
         export_module.importlib.util, "find_spec", lambda name: None if name == "onnxscript" else real_find_spec(name)
     )
     with pytest.raises(ConfigError) as error:
-        export_model(StandInRegression(2), 2, tmp_path / "model.onnx")
+        export_model(StandInRegression(2), torch.zeros(2, 2), tmp_path / "model.onnx")
     assert str(error.value) == 'ONNX export needs the `export` extra: pip install -e ".[export]"'
     assert not (tmp_path / "model.onnx").exists()
 
@@ -192,7 +192,7 @@ def check_export_matches_predict(root, data_args: list[str], suffix: str, capsys
 def test_cli_export_of_the_default_model_predicts_what_predict_wrote(isolated, capsys, suffix):
     out = check_export_matches_predict(isolated, [], suffix, capsys)
     assert out[1:] == [
-        'input "features": float32 [batch, 2], columns in this order: x0, x1',
+        'input "features": float32 [batch, 2]',
         'output "predictions": float32 [batch]',
     ]
 
