@@ -1,0 +1,188 @@
+"""The template kit: the core (CLI, checkpoints, predictions file, export, DDP) against whatever model and data
+module an experiment's config names. Keep this file when you start your own project and add your config to
+EXPERIMENTS: every test then runs your model through every subcommand.
+
+Here it runs the regression example (configs/default.yaml) and two models that are not regression, written as a
+user would in tests/user_models.py: a classifier with integer targets and a two-output regressor.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEFAULT_CONFIG, QUIET, ROOT, version_dir
+
+from linreg_pl.callbacks import prediction_columns
+from linreg_pl.cli import main
+
+# config -> the predictions file's header, which names every output of the model's predict_step
+EXPERIMENTS = {
+    DEFAULT_CONFIG: ["row", "prediction"],
+    str(ROOT / "tests" / "configs" / "classifier.yaml"): ["row", "prediction_0", "prediction_1", "prediction_2"],
+    str(ROOT / "tests" / "configs" / "two_outputs.yaml"): ["row", "sum", "difference"],
+}
+experiments = pytest.mark.parametrize("config", list(EXPERIMENTS), ids=lambda c: Path(c).stem)
+
+
+def run(subcommand: str, config: str, *args: str):
+    return main([subcommand, "--config", config, *args, *QUIET])
+
+
+def parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def last_checkpoint(root: Path, version: int = 0) -> str:
+    return str(version_dir(root, version) / "checkpoints" / "last.ckpt")
+
+
+@experiments
+def test_a_fast_dev_run_fits_one_batch(config, isolated):
+    cli = run("fit", config, "--trainer.fast_dev_run", "true")
+    assert cli.trainer.global_step == 1
+    assert not list(isolated.rglob("*.ckpt"))  # fast_dev_run writes no checkpoint
+
+
+@experiments
+def test_resuming_from_last_ckpt_gives_the_same_bits_as_a_run_never_stopped(config, isolated):
+    straight = parameters(run("fit", config, "--trainer.max_epochs", "2").model)
+    run("fit", config, "--trainer.max_epochs", "1")
+    resumed = run("fit", config, "--trainer.max_epochs", "2", "--ckpt_path", last_checkpoint(isolated, 1))
+    assert resumed.trainer.current_epoch == 2
+    after = parameters(resumed.model)
+    assert after.keys() == straight.keys()
+    assert all(torch.equal(after[name], straight[name]) for name in straight)
+
+
+@experiments
+def test_validate_test_and_predict_from_the_checkpoint_match_the_live_model(config, isolated):
+    fitted = run("fit", config, "--trainer.max_epochs", "1")
+    live = fitted.trainer.validate(fitted.model, datamodule=fitted.datamodule, verbose=False)[0]
+    validated = run("validate", config, "--ckpt_path", last_checkpoint(isolated)).trainer.callback_metrics
+    assert {name: float(validated[name]) for name in live} == pytest.approx(live, rel=1e-6)
+    tested = run("test", config, "--ckpt_path", last_checkpoint(isolated)).trainer.callback_metrics
+    assert any(name.startswith("test") for name in tested)
+
+    predicted = run("predict", config, "--ckpt_path", last_checkpoint(isolated), "--predictions.path", "out.csv")
+    with open("out.csv", newline="") as handle:
+        header, *lines = list(csv.reader(handle))
+    assert header == EXPERIMENTS[config]
+    # independently: the live model's predict_step on every predict batch, rows numbered in the loader's order
+    model, datamodule = fitted.model.eval(), predicted.datamodule
+    expected = []
+    with torch.no_grad():
+        for batch_idx, batch in enumerate(datamodule.predict_dataloader()):
+            names, columns = prediction_columns(model.predict_step(batch, batch_idx))
+            expected += [list(values) for values in zip(*(c.tolist() for c in columns), strict=True)]
+    assert len(lines) == len(expected) > 0
+    assert [int(line[0]) for line in lines] == sorted(int(line[0]) for line in lines)
+    written = np.array([[float(v) for v in line[1:]] for line in lines])
+    order = np.argsort([int(line[0]) for line in lines])
+    np.testing.assert_allclose(written[order], np.array(expected, dtype=float), rtol=1e-6, atol=1e-7)
+
+
+@experiments
+@pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
+def test_export_writes_a_file_that_computes_what_forward_computes(config, suffix, isolated, capsys):
+    fitted = run("fit", config, "--trainer.max_epochs", "1")
+    capsys.readouterr()
+    main(["export", "--ckpt_path", last_checkpoint(isolated), "--output", f"model{suffix}"])
+    out = capsys.readouterr().out
+    assert out.startswith(f"wrote model{suffix}")
+    model = fitted.model.eval()
+    batch = next(iter(fitted.datamodule.val_dataloader()))
+    inputs = batch[0][:7]  # any batch size: the batch dimension is free
+    with torch.no_grad():
+        expected = model(inputs)
+    if suffix == ".pt2":
+        with torch.no_grad():
+            actual = torch.export.load(f"model{suffix}").module()(inputs)
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(f"model{suffix}", providers=["CPUExecutionProvider"])
+        (name,) = [i.name for i in session.get_inputs()]
+        actual = torch.from_numpy(session.run(None, {name: inputs.numpy()})[0])
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+    assert f'output "predictions": float32 [{", ".join(["batch", *map(str, expected.shape[1:])])}]' in out
+
+
+@experiments
+def test_two_cpu_processes_under_ddp_fit_and_predict_every_row_once(config, isolated):
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    for command in (
+        ["fit", "--config", config, *ddp, "--trainer.max_epochs", "1"],
+        ["predict", "--config", config, *ddp, "--ckpt_path", last_checkpoint(isolated), "--predictions.path", "p.csv"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "linreg_pl", *command, *QUIET],
+            cwd=isolated,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with open(isolated / "p.csv", newline="") as handle:
+        header, *lines = list(csv.reader(handle))
+    assert header == EXPERIMENTS[config]
+    rows = [int(line[0]) for line in lines]
+    assert rows == sorted(set(rows))  # merged in order, none twice
+    # one process writes the same rows: nothing lost or repeated in the merge of the two processes' parts
+    main(["predict", "--config", config, "--ckpt_path", last_checkpoint(isolated), "--predictions.path", "one.csv"])
+    with open(isolated / "one.csv", newline="") as handle:
+        assert [int(line[0]) for line in list(csv.reader(handle))[1:]] == rows
+
+
+def test_the_core_imports_no_module_of_the_example():
+    core = ["cli", "callbacks", "checkpoints", "checkpoint_io", "export", "batches", "fast", "errors", "__main__"]
+    code = f"import sys; import {', '.join(f'linreg_pl.{m}' for m in core)}; print(sorted(sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    loaded = {name for name in eval(result.stdout) if name.startswith("linreg_pl")}
+    assert {f"linreg_pl.{m}" for m in core} <= loaded
+    assert loaded == {"linreg_pl", *(f"linreg_pl.{m}" for m in core)}  # nothing of linreg_pl.regression
+
+
+def test_a_users_model_by_class_path_fits_and_predicts_with_no_config(isolated):
+    user = ["--model", "user_models.Classifier", "--data", "user_models.Blobs", "--trainer.max_epochs", "2"]
+    cli = main(["fit", *user, *QUIET])
+    assert float(cli.trainer.callback_metrics["val_acc"]) > 0.9  # three well-separated blobs
+    assert (version_dir(isolated) / "checkpoints" / "last.ckpt").is_file()
+    main(["predict", *user, "--ckpt_path", last_checkpoint(isolated), "--predictions.path", "p.csv", *QUIET])
+    header, *lines = list(csv.reader(open("p.csv", newline="")))
+    assert header == ["row", "prediction_0", "prediction_1", "prediction_2"]
+    assert len(lines) == 90  # 15% of 600 points
+    assert np.allclose([sum(float(v) for v in line[1:]) for line in lines], 1.0, atol=1e-5)  # probabilities
+
+
+def test_a_monitor_the_model_never_logs_is_one_line_naming_what_it_logs(isolated, capsys):
+    # the regression experiment's best checkpoint monitors val/loss; the classifier logs val_loss. Lightning stops
+    # the run at the end of the first validation, in its own words
+    user = ["--model", "user_models.Classifier", "--data", "user_models.Blobs", "--trainer.max_epochs", "1"]
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", DEFAULT_CONFIG, *user, *QUIET])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "linreg-pl: error: `ModelCheckpoint(monitor='val/loss')` could not find the monitored key in the returned "
+        "metrics: ['val_loss', 'val_acc', 'train_loss', 'epoch', 'step']. "
+        "HINT: Did you call `log('val/loss', value)` in the `LightningModule`?\n"
+    )
+    # without validation Lightning only warns, and would never write the best checkpoint: our check stops the run
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", DEFAULT_CONFIG, *user, "--trainer.limit_val_batches", "0", *QUIET])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "linreg-pl: error: ModelCheckpoint monitors 'val/loss', which Classifier never logs; it logs: train_loss. "
+        "Monitor one of those (its `monitor` argument in trainer.callbacks), or leave that callback out of the "
+        "config\n"
+    )

@@ -1,0 +1,185 @@
+"""A user's own models and data, written as a Lightning user would, with nothing from this package: the template
+kit (test_template.py) runs them through every subcommand by class path, in-process and in DDP worker processes
+(PYTHONPATH=tests).
+
+- `Classifier` on `Blobs`: 3 classes of 2-D points, integer targets; it logs `val_loss` and `val_acc`
+  (Lightning's usual names, not the regression example's `val/loss`), and predicts class probabilities [n, 3].
+- `TwoOutputRegressor` on `Plane`: two targets from 3 inputs; it predicts a dict of two columns.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule, LightningModule
+from torch import nn
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torchmetrics.classification import MulticlassAccuracy
+
+CENTRES = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
+
+
+class EpochShuffle(Sampler[int]):
+    """A fresh order of `size` indices every epoch, drawn from (seed, epoch). Lightning calls a DataLoader's
+    `sampler.set_epoch(epoch)` before every epoch, so a run resumed from a checkpoint draws the orders that the
+    run never stopped drew; `shuffle=True` draws from the global generator, whose state no checkpoint holds."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+class Blobs(LightningDataModule):
+    """Points around 3 centres, labelled by their centre; train/val/predict splits, DataLoaders.
+
+    Args:
+        num_examples: points in total: 70% train, 15% val, 15% predict.
+        batch_size: examples per batch.
+        seed: the data's own generator.
+    """
+
+    def __init__(self, num_examples: int = 600, batch_size: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # the checkpoint names this class and its arguments (export builds it)
+        generator = torch.Generator().manual_seed(seed)
+        labels = torch.randint(0, 3, (num_examples,), generator=generator)
+        points = CENTRES[labels] + torch.randn(num_examples, 2, generator=generator)
+        cut1, cut2 = int(0.7 * num_examples), int(0.85 * num_examples)
+        self.train_set = TensorDataset(points[:cut1], labels[:cut1])
+        self.val_set = TensorDataset(points[cut1:cut2], labels[cut1:cut2])
+        self.predict_points = points[cut2:]
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochShuffle(len(self.train_set), self.hparams.seed)
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.predict_points), batch_size=self.hparams.batch_size)
+
+
+class Classifier(LightningModule):
+    """A small MLP classifier.
+
+    Args:
+        num_classes: output classes.
+        hidden: hidden units.
+        lr: Adam's learning rate.
+    """
+
+    def __init__(self, num_classes: int = 3, hidden: int = 16, lr: float = 0.05) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.val_acc = MulticlassAccuracy(num_classes)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.net(points)
+
+    def training_step(self, batch, batch_idx):
+        points, labels = batch
+        loss = F.cross_entropy(self(points), labels)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        points, labels = batch
+        logits = self(points)
+        self.log("val_loss", F.cross_entropy(logits, labels))
+        self.val_acc(logits, labels)
+        self.log("val_acc", self.val_acc)
+
+    def test_step(self, batch, batch_idx):
+        points, labels = batch
+        self.log("test_loss", F.cross_entropy(self(points), labels))
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        return torch.softmax(self(batch[0]), dim=-1)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+class Plane(LightningDataModule):
+    """Two targets, `sum = x·[1, 2, 3]` and `difference = x·[1, -1, 0] + 0.5`, from 3 inputs; the predict
+    batches are dicts with the inputs and each row's number in a `row` field (its position in the validation set).
+
+    Args:
+        num_examples: rows in total: 80% train, 20% val (also test and predict).
+        batch_size: rows per batch.
+    """
+
+    def __init__(self, num_examples: int = 400, batch_size: int = 20) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        generator = torch.Generator().manual_seed(1)
+        inputs = torch.randn(num_examples, 3, generator=generator)
+        targets = torch.stack(
+            [inputs @ torch.tensor([1.0, 2.0, 3.0]), inputs @ torch.tensor([1.0, -1.0, 0.0]) + 0.5], 1
+        )
+        cut = int(0.8 * num_examples)
+        self.train_set = TensorDataset(inputs[:cut], targets[:cut])
+        self.val_inputs, self.val_targets = inputs[cut:], targets[cut:]
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochShuffle(len(self.train_set))
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.val_inputs, self.val_targets), batch_size=self.hparams.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        rows = [{"inputs": inputs, "row": row} for row, inputs in enumerate(self.val_inputs)]
+        return DataLoader(rows, batch_size=self.hparams.batch_size)  # batches of dicts, as collated
+
+
+class TwoOutputRegressor(LightningModule):
+    """`nn.Linear(3, 2)` trained with MSE; predicts `{"sum": ..., "difference": ...}`.
+
+    Args:
+        lr: SGD's learning rate.
+    """
+
+    def __init__(self, lr: float = 0.1) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.linear(inputs)
+
+    def training_step(self, batch, batch_idx):
+        inputs, targets = batch
+        loss = F.mse_loss(self(inputs), targets)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", F.mse_loss(self(batch[0]), batch[1]))
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_loss", F.mse_loss(self(batch[0]), batch[1]))
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        outputs = self(batch["inputs"])
+        return {"sum": outputs[:, 0], "difference": outputs[:, 1]}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
