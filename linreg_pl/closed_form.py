@@ -10,8 +10,8 @@ The data are never held: `update` folds each block of rows into the float64 tria
 QR decomposition of the design [1, x, y] ((d + 2)² numbers) and each column's mean, spread and range;
 `merge` combines the statistics of two shards. `solve` works from R, which keeps the design's condition
 number where the normal equations (a covariance matrix, RᵀR) would square it: on polynomial features
-x, ..., x¹⁰ about 8 correct digits instead of none. `least_squares(features, targets)`, for rows in
-memory, adds a second pass (`refine`) with compensated residuals. They are the yardsticks for what SGD
+x, ..., x¹⁰ about 7 correct digits instead of none. `least_squares(features, targets)`, for rows in
+memory, adds a second pass (`refine`) with compensated residuals: about 10 digits there. They are the yardsticks for what SGD
 reaches, and `standardization()` gives the statistics a data module standardises with.
 
 The objective, with the mean squared error (not half of it) and the bias never penalised:
@@ -46,6 +46,9 @@ from linreg_pl.errors import ConfigError
 ROWS_AT_ONCE = 65536  # rows folded in per step of `NormalEquations.update`
 # singular values of the column-scaled centred R below this fraction of the largest are rounding noise
 _RANK_TOLERANCE = 1e-12
+# `refine` computes a residual compensated where its terms exceed it this many times (in float64 it loses
+# about log2 of this many bits of its 53 to cancellation; the compensated one costs ~25 times more)
+_CANCELLATION = 64.0
 
 
 class NormalEquations:
@@ -55,7 +58,8 @@ class NormalEquations:
     then the features, then the target): each block is factored with a Householder QR and stacked under the
     running R, which is factored again (`merge` does the same with another process's R). Solving from R
     keeps the design's condition number as it is, where the centred Gram matrix RᵀR would square it: with
-    polynomial columns x, x², ..., x¹⁰ the Gram matrix leaves no correct digit, R about eight. The ones
+    polynomial columns x, x², ..., x¹⁰ on [0, 10] (condition ~1e7 after scaling) the Gram matrix leaves no
+    correct digit, R about seven, and `least_squares`, which also refines against the data, ten. The ones
     column comes first so that R's lower-right block is the factor of the centred [x, y] (Q's first column
     is 1/√n): the bias is eliminated without centring, and ||R·[-b, -w, 1]||² is the sum of squared residuals.
 
@@ -297,16 +301,17 @@ def least_squares(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def refine(
-    features: Tensor, targets: Tensor, weight: Tensor, bias: Tensor, statistics: NormalEquations, steps: int = 2
+    features: Tensor, targets: Tensor, weight: Tensor, bias: Tensor, statistics: NormalEquations, steps: int = 1
 ) -> tuple[Tensor, Tensor]:
     """The least-squares `(weight, bias)` from `statistics.solve()` made more accurate by passes over the rows.
 
-    Each step computes the residuals r = y - x·w - b from the data in about twice float64's precision
-    (`_residual`: in plain float64 their rounding, relative to the terms x_j·w_j that cancel in them,
-    would cap the accuracy on ill-conditioned designs), rounds them to float64 and corrects the weight by
+    Each step computes the residuals r = y - x·w - b from the data, in about twice float64's precision
+    (`_residual`) in the rows where the terms x_j·w_j that cancel in them are large against them (in plain
+    float64 their rounding would cap the accuracy on ill-conditioned designs), and corrects the weight by
     the least-squares fit to them solved through R alone (the corrected semi-normal equations of Björck:
     SᵀS·δ = (x - x̄)ᵀr by two triangular solves with S, or its minimum-norm solution where S is singular);
-    the bias follows from the mean residual. `statistics` must hold exactly these rows.
+    the bias follows from the mean residual. One step reaches the accuracy that float64 gradients (x - x̄)ᵀr
+    allow (more add rounding noise there). `statistics` must hold exactly these rows.
     """
     if statistics.count != len(features):
         raise ValueError(f"refine: the statistics hold {statistics.count} rows, the data {len(features)}")
@@ -314,14 +319,19 @@ def refine(
     scale = statistics.feature_std[kept]
     scaled = centred / scale
     mean = statistics.feature_mean
-    weight, bias = weight.clone(), bias.clone()
+    weight = torch.as_tensor(weight, dtype=torch.float64).clone()
+    bias = torch.as_tensor(bias, dtype=torch.float64).clone()
     for _ in range(steps):
         gradient = torch.zeros(len(weight), dtype=torch.float64)
         total = 0.0
         for start in range(0, len(features), ROWS_AT_ONCE):
             x = features[start : start + ROWS_AT_ONCE].to("cpu", torch.float64)
             y = targets.reshape(-1)[start : start + ROWS_AT_ONCE].to("cpu", torch.float64)
-            residual = _residual(x, y, weight, bias)
+            residual = y - x @ weight - bias
+            # rows where the terms that cancel in r are much larger than r: computed again, compensated
+            cancelling = y.abs() + x.abs() @ weight.abs() + bias.abs() > _CANCELLATION * residual.abs()
+            if bool(cancelling.any()):
+                residual[cancelling] = _residual(x[cancelling], y[cancelling], weight, bias)
             gradient += (x - mean).T @ residual
             total += float(residual.sum())
         step = torch.zeros_like(weight)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from linreg_pl.closed_form import NormalEquations, least_squares
+from linreg_pl.closed_form import NormalEquations, least_squares, refine
 from linreg_pl.errors import ConfigError
 
 TRUE_SUPPORT = [1, 4, 7, 12, 18]
@@ -470,3 +470,14 @@ def test_objective_is_the_exact_mean_squared_error_on_an_ill_conditioned_design(
     for w, b in ((weight, bias), (weight * (1 + 1e-6), bias), (weight * 1.01, bias - 0.1)):
         expected = exact_mean_squared_error(features, targets, w, b)
         assert float(abs(Fraction(statistics.objective(w, b)) - expected) / expected) <= bound
+
+
+def test_refine_needs_the_statistics_of_exactly_its_rows_and_improves_a_one_pass_answer():
+    features, targets = polynomial_design(10)
+    statistics = statistics_of(features, targets)
+    with pytest.raises(ValueError, match="the statistics hold 41 rows, the data 40"):
+        refine(features[:40], targets[:40], *statistics.solve(), statistics)
+    exact_weight, exact_bias = exact_least_squares(features, targets)
+    before = worst_relative_error(*statistics.solve(), exact_weight, exact_bias)
+    after = worst_relative_error(*refine(features, targets, *statistics.solve(), statistics), exact_weight, exact_bias)
+    assert after < before / 100
