@@ -11,8 +11,8 @@ QR decomposition of the design [1, x, y] ((d + 2)² numbers) and each column's m
 `merge` combines the statistics of two shards. `solve` works from R, which keeps the design's condition
 number where the normal equations (a covariance matrix, RᵀR) would square it: on polynomial features
 x, ..., x¹⁰ about 7 correct digits instead of none. `least_squares(features, targets)`, for rows in
-memory, adds a second pass (`refine`) with compensated residuals: about 10 digits there. They are the yardsticks for what SGD
-reaches, and `standardization()` gives the statistics a data module standardises with.
+memory, adds a second pass (`refine`) with compensated residuals: about 10 digits there. They are the
+yardsticks for what SGD reaches, and `standardization()` gives the statistics a data module standardises with.
 
 The objective, with the mean squared error (not half of it) and the bias never penalised:
 
