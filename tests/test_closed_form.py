@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
 
 from linreg_pl.errors import ConfigError
-from linreg_pl.regression.closed_form import NormalEquations, least_squares
+from linreg_pl.regression.closed_form import NormalEquations, least_squares, refine
 
 TRUE_SUPPORT = [1, 4, 7, 12, 18]
 
@@ -313,3 +315,169 @@ def test_objective_from_the_statistics_is_the_objective_on_the_rows(l1, l2, stan
     # and the solution is where it is lowest
     best = statistics.objective(*statistics.solve(l1, l2, standardize), l1, l2, standardize)
     assert best < statistics.objective(*statistics.solve(l1 + 0.5, l2 + 0.5, standardize), l1, l2, standardize)
+
+
+# Ill-conditioned designs against exact answers: inputs that are float64 numbers (so exactly rationals),
+# the normal equations formed and solved in rational arithmetic.
+
+
+def exact_normal_equations(features, targets):
+    """The centred normal equations M·w = c (Fractions, not divided by n) and the exact means of x and y."""
+    rows = [[Fraction(v) for v in row] for row in features.tolist()]
+    ys = [Fraction(v) for v in targets.reshape(-1).tolist()]
+    n, width = len(rows), len(rows[0])
+    means = [sum(row[j] for row in rows) / n for j in range(width)]
+    y_mean = sum(ys) / n
+    centred = [[row[j] - means[j] for j in range(width)] for row in rows]
+    matrix = [[sum(row[i] * row[j] for row in centred) for j in range(width)] for i in range(width)]
+    cross = [sum(row[i] * (y - y_mean) for row, y in zip(centred, ys, strict=True)) for i in range(width)]
+    return matrix, cross, means, y_mean
+
+
+def gaussian_elimination(matrix, rhs):
+    """The solution of a nonsingular system of Fractions, exactly."""
+    size = len(matrix)
+    augmented = [[*row, value] for row, value in zip(matrix, rhs, strict=True)]
+    for column in range(size):
+        pivot = next(i for i in range(column, size) if augmented[i][column] != 0)
+        augmented[column], augmented[pivot] = augmented[pivot], augmented[column]
+        for i in range(size):
+            if i != column and augmented[i][column] != 0:
+                factor = augmented[i][column] / augmented[column][column]
+                augmented[i] = [a - factor * b for a, b in zip(augmented[i], augmented[column], strict=True)]
+    return [augmented[i][size] / augmented[i][i] for i in range(size)]
+
+
+def exact_least_squares(features, targets):
+    """The exact least-squares (weight, bias) of a full-rank design, as Fractions."""
+    matrix, cross, means, y_mean = exact_normal_equations(features, targets)
+    weight = gaussian_elimination(matrix, cross)
+    return weight, y_mean - sum(w * m for w, m in zip(weight, means, strict=True))
+
+
+def worst_relative_error(weight, bias, exact_weight, exact_bias) -> float:
+    pairs = zip([*weight.tolist(), float(bias)], [*exact_weight, exact_bias], strict=True)
+    return max(float(abs(Fraction(got) - want) / abs(want)) for got, want in pairs)
+
+
+def exact_mean_squared_error(features, targets, weight, bias) -> Fraction:
+    """mean((y - x·w - b)²) at float64 (weight, bias), exactly."""
+    w, b = [Fraction(v) for v in weight.tolist()], Fraction(float(bias))
+    residuals = [
+        Fraction(y) - sum(Fraction(x) * v for x, v in zip(row, w, strict=True)) - b
+        for row, y in zip(features.tolist(), targets.tolist(), strict=True)
+    ]
+    return sum(r * r for r in residuals) / len(residuals)
+
+
+def polynomial_design(degree: int):
+    """Columns x, x², ..., x^degree for x = 0, 1/4, ..., 10 (41 dyadic values: every power is exact in
+    float64), x¹⁰ ~ 10¹⁰ times x; the target sin(x) as float64 is no polynomial, so residuals are not 0."""
+    x = torch.arange(41, dtype=torch.float64) / 4
+    return torch.stack([x**power for power in range(1, degree + 1)], dim=1), torch.sin(x)
+
+
+@pytest.mark.parametrize("degree", [3, 5, 8, 10])
+def test_polynomial_features_get_8_significant_digits(degree):
+    # the centred, column-scaled design's condition number: 1.7e3 at degree 5, 1.1e7 at degree 10; the
+    # normal equations square it and left ~1 correct digit at degree 10 (8 at degree 5)
+    features, targets = polynomial_design(degree)
+    exact_weight, exact_bias = exact_least_squares(features, targets)
+    assert worst_relative_error(*least_squares(features, targets), exact_weight, exact_bias) <= 1e-8
+    # one pass without the data: as good as a backward-stable QR allows, ~ 1e-16 x the condition number
+    one_pass = statistics_of(features, targets, block_sizes=[10, 31]).solve()
+    assert worst_relative_error(*one_pass, exact_weight, exact_bias) <= (1e-8 if degree <= 8 else 1e-7)
+
+
+def test_columns_1e9_apart_in_scale_get_8_significant_digits():
+    # with a column nearly collinear with two others (condition ~1e6): the normal equations got 3 digits
+    generator = torch.Generator().manual_seed(5)
+    scales = torch.tensor([1.0, 2.0**30, 2.0**-30, 1.0], dtype=torch.float64)  # 1, ~1e9, ~1e-9
+    features = torch.randn(60, 4, generator=generator, dtype=torch.float64) * scales
+    features[:, 3] = features[:, 0] + features[:, 1] * 2.0**-30 + 1e-6 * features[:, 3]  # nearly collinear
+    weight = torch.tensor([1.0, 3e-9, 2e8, -0.5], dtype=torch.float64)
+    targets = features @ weight + 4.0 + 0.01 * torch.randn(60, generator=generator, dtype=torch.float64)
+    exact_weight, exact_bias = exact_least_squares(features, targets)
+    assert worst_relative_error(*least_squares(features, targets), exact_weight, exact_bias) <= 1e-8
+    one_pass = statistics_of(features, targets, block_sizes=[7, 53]).solve()
+    assert worst_relative_error(*one_pass, exact_weight, exact_bias) <= 1e-8
+
+
+def test_exactly_collinear_columns_get_the_minimum_norm_solution_in_standardised_units():
+    generator = torch.Generator().manual_seed(6)
+    base = torch.randn(50, 2, generator=generator, dtype=torch.float64)
+    features = torch.stack([base[:, 0], 2 * base[:, 0], base[:, 1] * 1e3], dim=1)  # column 1 = 2 x column 0
+    targets = base[:, 0] - base[:, 1] + 0.1 * torch.randn(50, generator=generator, dtype=torch.float64)
+    matrix, cross, means, y_mean = exact_normal_equations(features, targets)
+    # the minimisers are w + t·(2, -1, 0); the one with the smallest Σ var_j·w_j² has Σ var_j·w_j·n_j = 0
+    variances = [matrix[j][j] / len(targets) for j in range(3)]
+    constraint = [2 * variances[0], -variances[1], Fraction(0)]
+    exact_weight = gaussian_elimination([matrix[0], constraint, matrix[2]], [cross[0], Fraction(0), cross[2]])
+    exact_bias = y_mean - sum(w * m for w, m in zip(exact_weight, means, strict=True))
+    exact_fit = [
+        sum(Fraction(x) * w for x, w in zip(row, exact_weight, strict=True)) + exact_bias for row in features.tolist()
+    ]
+    statistics = statistics_of(features, targets, block_sizes=[20, 30])
+    for weight, bias in (statistics.solve(), least_squares(features, targets)):
+        assert worst_relative_error(weight, bias, exact_weight, exact_bias) <= 1e-8
+        fitted = (features @ weight + bias).tolist()
+        assert max(float(abs(Fraction(f) - e) / abs(e)) for f, e in zip(fitted, exact_fit, strict=True)) <= 1e-8
+        expected = exact_mean_squared_error(features, targets, weight, bias)
+        assert float(abs(Fraction(statistics.objective(weight, bias)) - expected) / expected) <= 1e-10
+
+
+def test_a_constant_column_in_an_ill_conditioned_design_gets_weight_0_and_the_rest_8_digits():
+    features, targets = polynomial_design(6)
+    with_constant = torch.cat([features[:, :2], torch.full((41, 1), 0.1, dtype=torch.float64), features[:, 2:]], 1)
+    exact_weight, exact_bias = exact_least_squares(features, targets)
+    for weight, bias in (statistics_of(with_constant, targets, [5, 36]).solve(), least_squares(with_constant, targets)):
+        assert weight[2] == 0.0
+        kept = torch.cat([weight[:2], weight[3:]])
+        assert worst_relative_error(kept, bias, exact_weight, exact_bias) <= 1e-8
+
+
+@pytest.mark.parametrize("penalties", [{}, {"l2": 1e-3}, {"l2": 0.1, "standardize": True}, {"l1": 0.01, "l2": 0.01}])
+def test_blocks_slices_and_merged_halves_give_what_one_block_gives(penalties, monkeypatch):
+    features, targets = polynomial_design(5)
+    features = features[:, :5] / features[:, :5].amax(0)  # the lasso converges quickly on columns of one scale
+    whole = statistics_of(features, targets).solve(**penalties)
+    variants = [statistics_of(features, targets, sizes) for sizes in ([1] * 41, [2, 13, 0, 26], [40, 1])]
+    first, second = statistics_of(features[:17], targets[:17]), statistics_of(features[17:], targets[17:])
+    variants.append(first.merge(second))
+    variants.append(NormalEquations().merge(statistics_of(features, targets)))
+    monkeypatch.setattr("linreg_pl.regression.closed_form.ROWS_AT_ONCE", 8)
+    variants.append(statistics_of(features, targets))
+    for statistics in variants:
+        assert statistics.count == 41
+        for got, want in zip(statistics.solve(**penalties), whole, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
+
+
+def test_merging_statistics_of_another_width_is_a_value_error():
+    statistics = statistics_of(*regression(rows=20))
+    with pytest.raises(ValueError, match="the other statistics have 3 features, these have 6"):
+        statistics.merge(statistics_of(*regression(rows=20, inputs=3)))
+    assert statistics.merge(NormalEquations()) is statistics and statistics.count == 20
+
+
+@pytest.mark.parametrize("degree, bound", [(5, 1e-10), (8, 1e-10), (10, 1e-8)])
+def test_objective_is_the_exact_mean_squared_error_on_an_ill_conditioned_design(degree, bound):
+    # the covariance quadratic form was off by 1e-5 at degree 8 and 1e-3 at degree 10; at degree 10 the
+    # float64 residuals computed from the data themselves are off by ~1e-9 here, as ||R·u|| is
+    features, targets = polynomial_design(degree)
+    statistics = statistics_of(features, targets, block_sizes=[16, 25])
+    weight, bias = least_squares(features, targets)
+    for w, b in ((weight, bias), (weight * (1 + 1e-6), bias), (weight * 1.01, bias - 0.1)):
+        expected = exact_mean_squared_error(features, targets, w, b)
+        assert float(abs(Fraction(statistics.objective(w, b)) - expected) / expected) <= bound
+
+
+def test_refine_needs_the_statistics_of_exactly_its_rows_and_improves_a_one_pass_answer():
+    features, targets = polynomial_design(10)
+    statistics = statistics_of(features, targets)
+    with pytest.raises(ValueError, match="the statistics hold 41 rows, the data 40"):
+        refine(features[:40], targets[:40], *statistics.solve(), statistics)
+    exact_weight, exact_bias = exact_least_squares(features, targets)
+    before = worst_relative_error(*statistics.solve(), exact_weight, exact_bias)
+    after = worst_relative_error(*refine(features, targets, *statistics.solve(), statistics), exact_weight, exact_bias)
+    assert after < before / 100

@@ -6,9 +6,13 @@
         statistics.update(features, targets)
     weight, bias = statistics.solve(l1=1e-3, l2=1e-2, standardize=True)
 
-The data are never held: `update` folds each block of rows into float64 means and centred second
-moments, and `solve` works on those (d + 1 numbers and a (d + 1)² matrix). They are the yardsticks
-for what SGD reaches, and `standardization()` gives the statistics a data module standardises with.
+The data are never held: `update` folds each block of rows into the float64 triangular factor R of a
+QR decomposition of the design [1, x, y] ((d + 2)² numbers) and each column's mean, spread and range;
+`merge` combines the statistics of two shards. `solve` works from R, which keeps the design's condition
+number where the normal equations (a covariance matrix, RᵀR) would square it: on polynomial features
+x, ..., x¹⁰ about 7 correct digits instead of none. `least_squares(features, targets)`, for rows in
+memory, adds a second pass (`refine`) with compensated residuals: about 10 digits there. They are the
+yardsticks for what SGD reaches, and `standardization()` gives the statistics a data module standardises with.
 
 The objective, with the mean squared error (not half of it) and the bias never penalised:
 
@@ -40,25 +44,39 @@ from torch import Tensor
 from linreg_pl.errors import ConfigError
 
 ROWS_AT_ONCE = 65536  # rows folded in per step of `NormalEquations.update`
+# singular values of the column-scaled centred R below this fraction of the largest are rounding noise
+_RANK_TOLERANCE = 1e-12
+# `refine` computes a residual compensated where its terms exceed it this many times (in float64 it loses
+# about log2 of this many bits of its 53 to cancellation; the compensated one costs ~25 times more)
+_CANCELLATION = 64.0
 
 
 class NormalEquations:
     """Float64 sufficient statistics of (features, targets) for linear regression, gathered block by block.
 
-    Each block's mean and centred Gram matrix are merged into the running ones with the parallel
-    algorithm of Chan, Golub and LeVeque: summing raw squares instead would cancel away the variance of a
-    column whose offset is large against its spread (values 10⁴ ± 1 keep only 8 of 16 digits). Columns
-    whose values are all equal are tracked exactly (by their minimum and maximum), so they get scale 1
-    and weight 0 rather than a variance made of rounding noise.
+    The main one is R, the (d + 2)² upper-triangular factor of the design [1, x, y] (a ones column first,
+    then the features, then the target): each block is factored with a Householder QR and stacked under the
+    running R, which is factored again (`merge` does the same with another process's R). Solving from R
+    keeps the design's condition number as it is, where the centred Gram matrix RᵀR would square it: with
+    polynomial columns x, x², ..., x¹⁰ on [0, 10] (condition ~1e7 after scaling) the Gram matrix leaves no
+    correct digit, R about seven, and `least_squares`, which also refines against the data, ten. The ones
+    column comes first so that R's lower-right block is the factor of the centred [x, y] (Q's first column
+    is 1/√n): the bias is eliminated without centring, and ||R·[-b, -w, 1]||² is the sum of squared residuals.
+
+    Beside R, each column's mean, centred sum of squares (merged with the parallel algorithm of Chan, Golub
+    and LeVeque) and range: the means and population stds that `standardization()` gives, and columns whose
+    values are all equal, found exactly, which get scale 1 and weight 0 rather than a fit to rounding noise.
     """
 
     def __init__(self) -> None:
         self.count = 0
-        # over the joint vector [x, y]: mean, Σ (v - mean)(v - mean)ᵀ, and the range of each column
+        # over the joint vector [x, y]: mean, Σ (v - mean)², and the range of each column
         self._mean: Tensor | None = None
-        self._comoment: Tensor | None = None
+        self._squares: Tensor | None = None
         self._low: Tensor | None = None
         self._high: Tensor | None = None
+        # R of [1, x, y]: at most d + 2 rows (fewer while fewer rows have been seen), upper triangular
+        self._factor: Tensor | None = None
 
     def update(self, features: Tensor, targets: Tensor) -> None:
         """Adds a block of rows: `features` [n, d], `targets` [n] (or [n, 1]), any float dtype and device."""
@@ -79,19 +97,41 @@ class NormalEquations:
             for start in range(0, rows, ROWS_AT_ONCE):
                 self.update(features[start : start + ROWS_AT_ONCE], targets.reshape(-1)[start : start + ROWS_AT_ONCE])
             return
-        block = torch.cat([features.double(), targets.double().reshape(-1, 1)], dim=1)
-        mean = block.mean(dim=0)
-        centered = block - mean
-        comoment = (centered.T @ centered).cpu()
-        mean, low, high = mean.cpu(), block.amin(dim=0).cpu(), block.amax(dim=0).cpu()
+        design = torch.empty(rows, features.shape[1] + 2, dtype=torch.float64, device=features.device)
+        design[:, 0] = 1.0
+        design[:, 1:-1] = features
+        design[:, -1] = targets.reshape(-1)
+        block = design[:, 1:]
+        variance, mean = torch.var_mean(block, dim=0, correction=0)
+        low, high = block.amin(dim=0).cpu(), block.amax(dim=0).cpu()
+        factor = torch.linalg.qr(design, mode="r").R.cpu()
+        self._absorb(rows, mean.cpu(), variance.cpu() * rows, low, high, factor)
+
+    def merge(self, other: NormalEquations) -> NormalEquations:
+        """Adds the rows `other` has seen (from another process or shard), as if they had been `update`d here:
+        the two R factors are stacked and factored again, the means and sums of squares merged. Returns self."""
+        if not isinstance(other, NormalEquations):
+            raise TypeError(f"NormalEquations.merge: expected NormalEquations, got {type(other).__name__}")
+        if other.count == 0:
+            return self
+        if self._mean is not None and len(other._mean) != len(self._mean):
+            raise ValueError(
+                f"NormalEquations.merge: the other statistics have {len(other._mean) - 1} features, "
+                f"these have {len(self._mean) - 1}"
+            )
+        self._absorb(other.count, other._mean, other._squares, other._low, other._high, other._factor)
+        return self
+
+    def _absorb(self, rows: int, mean: Tensor, squares: Tensor, low: Tensor, high: Tensor, factor: Tensor) -> None:
         if self._mean is None:
-            self._mean, self._comoment, self._low, self._high = mean, comoment, low, high
+            self._mean, self._squares, self._low, self._high, self._factor = mean, squares, low, high, factor
         else:
             total = self.count + rows
             delta = mean - self._mean
             self._mean = self._mean + delta * (rows / total)
-            self._comoment = self._comoment + comoment + torch.outer(delta, delta) * (self.count * rows / total)
+            self._squares = self._squares + squares + delta**2 * (self.count * rows / total)
             self._low, self._high = torch.minimum(self._low, low), torch.maximum(self._high, high)
+            self._factor = torch.linalg.qr(torch.cat([self._factor, factor]), mode="r").R
         self.count += rows
 
     @property
@@ -147,12 +187,15 @@ class NormalEquations:
         This is the convention of the model, and of a scikit-learn pipeline `StandardScaler()` then the
         estimator (with the target standardised too); the module docstring maps sklearn's `alpha` to l1, l2.
 
-        l1 = 0 solves (C + l2·I) w = c exactly, C the centred feature covariance (divided by n) and c the
-        centred feature-target covariance; l2 = 0 is ordinary least squares, solved by an SVD-based
-        least-squares solver so that a singular C (duplicated or constant columns) gets one of its exact
-        minimisers. l1 > 0 runs cyclic coordinate descent with soft-thresholding on C and c until the
-        largest change of a weight in a sweep is at most `tol` times the largest weight; it raises
-        RuntimeError after `max_sweeps` sweeps without getting there. The bias follows from the means.
+        l1 = 0 (least squares, ridge) is solved from the centred block S of R, never from SᵀS: a triangular
+        solve of S·w = s, with ridge first folding the penalty in by a QR of S stacked on √(n·l2)·I. When the
+        features are exactly collinear (S singular to rounding, relative to its largest singular value after
+        scaling each column by its std) it gives, of the minimisers, the one with the smallest
+        ||feature_std·w|| (the minimum norm in standardised units, whatever the features' units), by an SVD.
+        A constant column gets weight 0. l1 > 0 runs cyclic coordinate descent with soft-thresholding on the
+        covariance SᵀS / n until the largest change of a weight in a sweep is at most `tol` times the largest
+        weight; it raises RuntimeError after `max_sweeps` sweeps without getting there. The bias follows
+        from the means.
 
         Args:
             l1: weight of the L1 penalty, >= 0.
@@ -167,20 +210,31 @@ class NormalEquations:
             raise ConfigError(f"tol must be a finite number > 0, got {tol!r}")
         if not (isinstance(max_sweeps, numbers.Integral) and max_sweeps >= 1):
             raise ConfigError(f"max_sweeps must be an integer >= 1, got {max_sweeps!r}")
-        covariance = self._covariance()
-        if not bool(torch.isfinite(covariance).all() and torch.isfinite(self._joint_mean()).all()):
-            raise ValueError("NormalEquations.solve: the data contain NaN or infinite values")
-        feature_covariance, cross_covariance = covariance[:-1, :-1], covariance[:-1, -1]
-        if standardize:
-            feature_scale, target_scale = self.feature_std, self.target_std
-            feature_covariance = feature_covariance / torch.outer(feature_scale, feature_scale)
-            cross_covariance = cross_covariance / (feature_scale * target_scale)
-        if l1 == 0:
-            weight = _ridge(feature_covariance, cross_covariance, float(l2))
+        kept, centred, cross = self._centred_factor()
+        scale = self.feature_std[kept]
+        target_scale = self.target_std if standardize else torch.ones((), dtype=torch.float64)
+        scaled = centred / scale  # columns in units of their std: the rank cut-off is blind to units
+        cross = cross / target_scale
+        if not bool(kept.any()):  # every feature constant: the bias alone
+            solution = torch.zeros(0, dtype=torch.float64)
+        elif l1 == 0:
+            if l2 > 0:  # ||S·v - s||² + n·l2·||p·v||² is the least squares of [S; √(n·l2)·p] against [s; 0]
+                penalty = torch.ones_like(scale) if standardize else 1 / scale
+                stacked = torch.cat([scaled, math.sqrt(self.count * l2) * torch.diag(penalty)])
+                extended = torch.cat([cross, torch.zeros_like(cross)]).unsqueeze(-1)
+                factor = torch.linalg.qr(torch.cat([stacked, extended], dim=1), mode="r").R
+                scaled, cross = factor[:-1, :-1], factor[:-1, -1]  # the last row: the residual
+            solution = _minimum_norm(scaled, cross)
         else:
-            weight = _coordinate_descent(feature_covariance, cross_covariance, float(l1), float(l2), tol, max_sweeps)
-        if standardize:
-            weight = target_scale * weight / feature_scale
+            covariance, cross_covariance = scaled.T @ scaled / self.count, scaled.T @ cross / self.count
+            if not standardize:  # coordinate descent on the raw weights, as the penalty is on them
+                covariance = covariance * torch.outer(scale, scale)
+                cross_covariance = cross_covariance * scale
+            solution = _coordinate_descent(covariance, cross_covariance, float(l1), float(l2), tol, max_sweeps)
+            if not standardize:
+                solution = solution * scale
+        weight = torch.zeros(len(kept), dtype=torch.float64)
+        weight[kept] = target_scale * solution / scale
         return weight, self.target_mean - weight @ self.feature_mean
 
     def objective(
@@ -189,17 +243,17 @@ class NormalEquations:
         """The value `solve(l1, l2, standardize)` minimises, at any raw-unit `(weight [d], bias)`, over the rows
         seen so far; with no penalty and `standardize=False` it is the mean squared error itself.
 
-        From the statistics alone: mean((y - x·w - b)²) = uᵀ Cov u + (ȳ - x̄·w - b)² with u = [-w, 1].
-        With `standardize=True` the error is divided by target_scale² and the penalty is on the
-        standardised weight w·feature_scale / target_scale, as in `solve`.
+        From R alone: the residuals are [1, x, y]·u with u = [-b, -w, 1], so their sum of squares is ||R·u||²
+        (no covariance quadratic form, whose terms would cancel). With `standardize=True` the error is divided
+        by target_scale² and the penalty is on the standardised weight w·feature_scale / target_scale, as in
+        `solve`.
         """
         _check_penalty("l1", l1)
         _check_penalty("l2", l2)
+        self._joint_mean()
         weight = torch.as_tensor(weight, dtype=torch.float64).reshape(-1)
-        bias = float(bias)
-        direction = torch.cat([-weight, torch.ones(1, dtype=torch.float64)])
-        offset = float(self.target_mean - self.feature_mean @ weight) - bias
-        error = float(direction @ self._covariance() @ direction) + offset**2
+        direction = torch.cat([torch.tensor([-float(bias)], dtype=torch.float64), -weight, torch.ones(1)])
+        error = float(torch.linalg.vector_norm(self._factor @ direction)) ** 2 / self.count
         if standardize:
             error, weight = error / float(self.target_std) ** 2, weight * self.feature_std / self.target_std
         return error + l2 * float(weight @ weight) + l1 * float(weight.abs().sum())
@@ -213,22 +267,78 @@ class NormalEquations:
         self._joint_mean()
         return self._low == self._high
 
-    def _covariance(self) -> Tensor:
-        """Covariance of [x, y] (divided by n), exactly 0 in the rows and columns of constant ones."""
+    def _centred_factor(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The non-constant features (a mask [d]) and the factor of the centred [x, y] on them: S [k, k]
+        upper triangular and s [k], with ||S·w - s||² the sum of squared centred residuals (s = 0 for a
+        constant target)."""
         constant = self._constant()
-        covariance = self._comoment / self.count
-        return covariance.masked_fill(constant.unsqueeze(0) | constant.unsqueeze(1), 0.0)
+        if not bool(torch.isfinite(self._factor).all() and torch.isfinite(self._mean).all()):
+            raise ValueError("NormalEquations.solve: the data contain NaN or infinite values")
+        kept = ~constant[:-1]
+        factor = self._factor
+        if not bool(kept.all()):  # drop the constant columns and bring R back to triangular form
+            columns = torch.cat([torch.tensor([0]), 1 + torch.nonzero(kept).flatten(), torch.tensor([len(kept) + 1])])
+            factor = torch.linalg.qr(factor[:, columns], mode="r").R
+        width = factor.shape[1]
+        if len(factor) < width:  # fewer rows than columns seen: the missing rows of R are zeros
+            factor = torch.cat([factor, torch.zeros(width - len(factor), width, dtype=torch.float64)])
+        centred, cross = factor[1:-1, 1:-1], factor[1:-1, -1]
+        if bool(constant[-1]):
+            cross = torch.zeros_like(cross)
+        return kept, centred, cross
 
     def _scales(self) -> Tensor:
-        std = self._covariance().diagonal().clamp(min=0).sqrt()
+        std = torch.where(self._constant(), 0.0, self._squares / self.count).clamp(min=0).sqrt()
         return torch.where(std > 0, std, torch.ones_like(std))
 
 
 def least_squares(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """The exact least-squares weight and bias for `targets ≈ features·w + b`, in float64."""
+    """The exact least-squares weight and bias for `targets ≈ features·w + b`, in float64: `solve()` from one
+    pass, then `refine`d by a second pass over the rows (they are in memory here)."""
     statistics = NormalEquations()
     statistics.update(features, targets)
-    return statistics.solve()
+    return refine(features, targets, *statistics.solve(), statistics)
+
+
+def refine(
+    features: Tensor, targets: Tensor, weight: Tensor, bias: Tensor, statistics: NormalEquations, steps: int = 1
+) -> tuple[Tensor, Tensor]:
+    """The least-squares `(weight, bias)` from `statistics.solve()` made more accurate by passes over the rows.
+
+    Each step computes the residuals r = y - x·w - b from the data, in about twice float64's precision
+    (`_residual`) in the rows where the terms x_j·w_j that cancel in them are large against them (in plain
+    float64 their rounding would cap the accuracy on ill-conditioned designs), and corrects the weight by
+    the least-squares fit to them solved through R alone (the corrected semi-normal equations of Björck:
+    SᵀS·δ = (x - x̄)ᵀr by two triangular solves with S, or its minimum-norm solution where S is singular);
+    the bias follows from the mean residual. One step reaches the accuracy that float64 gradients (x - x̄)ᵀr
+    allow (more add rounding noise there). `statistics` must hold exactly these rows.
+    """
+    if statistics.count != len(features):
+        raise ValueError(f"refine: the statistics hold {statistics.count} rows, the data {len(features)}")
+    kept, centred, _ = statistics._centred_factor()
+    scale = statistics.feature_std[kept]
+    scaled = centred / scale
+    mean = statistics.feature_mean
+    weight = torch.as_tensor(weight, dtype=torch.float64).clone()
+    bias = torch.as_tensor(bias, dtype=torch.float64).clone()
+    for _ in range(steps):
+        gradient = torch.zeros(len(weight), dtype=torch.float64)
+        total = 0.0
+        for start in range(0, len(features), ROWS_AT_ONCE):
+            x = features[start : start + ROWS_AT_ONCE].to("cpu", torch.float64)
+            y = targets.reshape(-1)[start : start + ROWS_AT_ONCE].to("cpu", torch.float64)
+            residual = y - x @ weight - bias
+            # rows where the terms that cancel in r are much larger than r: computed again, compensated
+            cancelling = y.abs() + x.abs() @ weight.abs() + bias.abs() > _CANCELLATION * residual.abs()
+            if bool(cancelling.any()):
+                residual[cancelling] = _residual(x[cancelling], y[cancelling], weight, bias)
+            gradient += (x - mean).T @ residual
+            total += float(residual.sum())
+        step = torch.zeros_like(weight)
+        step[kept] = _normal_solution(scaled, gradient[kept] / scale) / scale
+        weight += step
+        bias += total / statistics.count - step @ mean
+    return weight, bias
 
 
 def _check_penalty(name: str, value: float) -> None:
@@ -236,15 +346,62 @@ def _check_penalty(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be a finite number >= 0 (0 turns the penalty off), got {value!r}")
 
 
-def _ridge(covariance: Tensor, cross_covariance: Tensor, l2: float) -> Tensor:
-    system = covariance + l2 * torch.eye(len(covariance), dtype=torch.float64)
-    # Scaling rows and columns to a unit diagonal first makes the solver's rank cut-off (relative to the
-    # largest singular value) blind to the features' units: a column in micro-units is not dropped.
-    diagonal = system.diagonal()
-    scale = torch.where(diagonal > 0, diagonal.sqrt(), torch.ones_like(diagonal))
-    scaled = system / torch.outer(scale, scale)
-    solution = torch.linalg.lstsq(scaled, (cross_covariance / scale).unsqueeze(-1), driver="gelsd").solution
-    return solution.squeeze(-1) / scale
+def _residual(features: Tensor, targets: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """targets - features·weight - bias [n] (float64 on the CPU) as if computed in twice float64's precision,
+    then rounded: the compensated dot product Dot2 of Ogita, Rump and Oishi, with the exact rounding errors
+    of the products from Dekker's splitting (no fused multiply-add needed) and of the sums from TwoSum."""
+    products = features * weight
+    product_errors = _product_error(features, weight, products)
+    total, compensation = targets, torch.zeros_like(targets)
+    for term in [*products.T, bias.expand_as(targets)]:
+        total, error = _two_sum(total, -term)
+        compensation = compensation + error
+    return total + (compensation - product_errors.sum(dim=1))
+
+
+def _two_sum(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """s = fl(a + b) and the exact error a + b - s (Knuth)."""
+    total = a + b
+    b_virtual = total - a
+    return total, (a - (total - b_virtual)) + (b - b_virtual)
+
+
+def _split(a: Tensor) -> tuple[Tensor, Tensor]:
+    """a = high + low exactly, each with at most 26 significant bits (Dekker)."""
+    scaled = a * 134217729.0  # 2**27 + 1
+    high = scaled - (scaled - a)
+    return high, a - high
+
+
+def _product_error(a: Tensor, b: Tensor, product: Tensor) -> Tensor:
+    """The exact error a·b - fl(a·b) (Dekker), elementwise with broadcasting."""
+    a_high, a_low = _split(a)
+    b_high, b_low = _split(b)
+    return ((a_high * b_high - product) + a_high * b_low + a_low * b_high) + a_low * b_low
+
+
+def _rank_is_full(singular_values: Tensor) -> bool:
+    return len(singular_values) == 0 or bool(singular_values[-1] > _RANK_TOLERANCE * singular_values[0])
+
+
+def _minimum_norm(factor: Tensor, rhs: Tensor) -> Tensor:
+    """The minimum-norm minimiser of ||factor·v - rhs|| for an upper-triangular `factor` [k, k]: a
+    triangular solve, or the SVD's pseudo-inverse where `factor` is singular to rounding."""
+    if _rank_is_full(torch.linalg.svdvals(factor)):
+        return torch.linalg.solve_triangular(factor, rhs.unsqueeze(-1), upper=True).squeeze(-1)
+    left, singular_values, right = torch.linalg.svd(factor)
+    used = singular_values > _RANK_TOLERANCE * singular_values[0]
+    return right[used].T @ ((left[:, used].T @ rhs) / singular_values[used])
+
+
+def _normal_solution(factor: Tensor, rhs: Tensor) -> Tensor:
+    """(factorᵀ·factor)⁺·rhs for an upper-triangular `factor` [k, k], without forming factorᵀ·factor."""
+    if _rank_is_full(torch.linalg.svdvals(factor)):
+        inner = torch.linalg.solve_triangular(factor.T, rhs.unsqueeze(-1), upper=False)
+        return torch.linalg.solve_triangular(factor, inner, upper=True).squeeze(-1)
+    _, singular_values, right = torch.linalg.svd(factor)
+    used = singular_values > _RANK_TOLERANCE * singular_values[0]
+    return right[used].T @ ((right[used] @ rhs) / singular_values[used] ** 2)
 
 
 def _coordinate_descent(
