@@ -6,8 +6,9 @@ against the in-memory path, and the load time of a 1M-row CSV.
 
 Sections, in one run so the ratios come from the same machine state:
   memory  write a --rows x 10 Parquet table in row groups of 1M rows (one group in memory at a time),
-          then `python -m linreg_pl fit --config configs/table-stream.yaml ... --trainer.max_epochs 1
-          --data.batch_size 4096` in a child process; peak PSS of the process tree (target: < 1 GiB).
+          then `python -m linreg_pl fit --config configs/default.yaml --config configs/table-stream.yaml ...
+          --trainer.max_epochs 1 --data.batch_size 4096` in a child process; peak PSS of the process tree
+          (target: < 1 GiB).
   speed   a 2M x 10 Parquet table (20 row groups) fitted in memory (configs/csv.yaml) and streamed
           (configs/table-stream.yaml), 3 epochs, batch 4096; the report's steady samples/s (target:
           streamed >= 0.7x in memory).
@@ -56,7 +57,8 @@ def write_parquet(path: Path, rows: int, group: int, seed: int = 0) -> None:
 
 def fit(config: str, path: Path, epochs: int, work: str) -> tuple[float, int, str]:
     command = [
-        sys.executable, "-m", "linreg_pl", "fit", "--config", str(ROOT / "configs" / config),
+        sys.executable, "-m", "linreg_pl", "fit", "--config", str(ROOT / "configs" / "default.yaml"),
+        "--config", str(ROOT / "configs" / config),
         "--data.path", str(path), "--data.target", "y", "--trainer.max_epochs", str(epochs),
         "--data.batch_size", "4096", "--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false",
     ]  # fmt: skip

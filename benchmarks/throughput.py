@@ -364,6 +364,8 @@ def streaming_section(device: str, examples: int) -> list[str]:
         "-m",
         "linreg_pl",
         "fit",
+        "--config",
+        str(ROOT / "configs" / "default.yaml"),
         "--trainer.accelerator",
         accelerator,
         "--trainer.max_epochs",
