@@ -54,6 +54,25 @@ def run_cli(subcommand: str, *args: str, quiet: bool = True):
     return main(with_experiment([subcommand, *args, *(QUIET if quiet else [])]))
 
 
+def mount_tmpfs(directory: Path, size: str) -> None:
+    """Mount a tmpfs of `size` on `directory`: a real filesystem that runs out of space. Without root this skips;
+    in CI (CI=true) as root it must work, so there a failed mount fails the test instead of skipping it."""
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        reason = mounted.stderr.strip() if mounted.returncode else ""
+    except FileNotFoundError:
+        reason = "no `mount` command"
+    if reason:
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail(f"CI runs as root but cannot mount a tmpfs: {reason}")
+        pytest.skip(f"cannot mount a tmpfs here: {reason}")
+
+
 def version_dir(root: Path, version: int = 0) -> Path:
     return root / "lightning_logs" / f"version_{version}"
 
