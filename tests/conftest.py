@@ -73,6 +73,26 @@ def mount_tmpfs(directory: Path, size: str) -> None:
         pytest.skip(f"cannot mount a tmpfs here: {reason}")
 
 
+def exact_least_squares(features, targets):
+    """The least-squares weight [num_inputs] and bias [] of `targets ≈ features·w + b` in float64, by torch's own
+    solver (not the package's closed form): the optimum SGD on those rows approaches."""
+    import torch
+
+    design = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], 1)
+    solution = torch.linalg.lstsq(design, targets.double().unsqueeze(1), driver="gelsd").solution[:, 0]
+    return solution[:-1], solution[-1]
+
+
+def assert_near_training_optimum(cli, tolerance: float = 1e-3) -> None:
+    """The fitted model's weight and bias are within `tolerance` of the exact least-squares ones of its
+    training split (the in-memory data modules' `splits["train"]`)."""
+    features, targets = cli.datamodule.splits["train"][:2]
+    weight, bias = cli.model.learned_parameters()
+    exact_w, exact_b = exact_least_squares(features.cpu(), targets.cpu())
+    error = max((weight.double().cpu() - exact_w).abs().max().item(), abs(float(bias) - float(exact_b)))
+    assert error < tolerance, f"max |learned - least squares| = {error:.3g}"
+
+
 def version_dir(root: Path, version: int = 0) -> Path:
     return root / "lightning_logs" / f"version_{version}"
 
