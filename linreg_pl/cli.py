@@ -105,12 +105,17 @@ class ProjectCLI(LightningCLI):
 
     @override
     def before_instantiate_classes(self) -> None:
-        self.run_directory = _place_run(self._get(self.config, "trainer"))
+        self._versioned: list[Namespace] = []
+        self.run_directory = _place_run(self._get(self.config, "trainer"), self._versioned)
 
     @override
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
+            # the loggers have their reserved version; the saved config.yaml keeps the user's (none), so a rerun
+            # from it (`fit --config <run>/config.yaml`) gets a directory of its own
+            for args in self._versioned:
+                args.version = None
         except BaseException:
             if self.run_directory:  # reserved for a run that never started: give the name back
                 try:
@@ -268,10 +273,11 @@ def _first_batch(datamodule: LightningDataModule) -> Any:
     raise ConfigError(f"{type(datamodule).__name__} has no predict or validation batch to take an example input from")
 
 
-def _place_run(trainer: Namespace | None) -> str | None:
+def _place_run(trainer: Namespace | None, versioned: list[Namespace]) -> str | None:
     """Put relative logger `save_dir`s under `trainer.default_root_dir` and reserve the run's version
     directory; returns the directory reserved (None on other processes than the first, under
-    `fast_dev_run`, and when a logger's version is given or unknown to us).
+    `fast_dev_run`, and when a logger's version is given or unknown to us). The loggers' init_args given
+    the reserved version are appended to `versioned`.
 
     Lightning's CSV and TensorBoard loggers pick `version_N` by listing the directory when they first
     write, so two runs started together can pick the same one; `os.mkdir` either creates the directory
@@ -301,6 +307,7 @@ def _place_run(trainer: Namespace | None) -> str | None:
     for args in file_loggers:  # all in one version, as Lightning's log_dir is the first logger's
         if args.get("version") is None:
             args.version = version
+            versioned.append(args)
     return os.path.join(runs, f"version_{version}")
 
 

@@ -54,6 +54,45 @@ def run_cli(subcommand: str, *args: str, quiet: bool = True):
     return main(with_experiment([subcommand, *args, *(QUIET if quiet else [])]))
 
 
+def mount_tmpfs(directory: Path, size: str) -> None:
+    """Mount a tmpfs of `size` on `directory`: a real filesystem that runs out of space. Without root this skips;
+    in CI (CI=true) as root it must work, so there a failed mount fails the test instead of skipping it."""
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        reason = mounted.stderr.strip() if mounted.returncode else ""
+    except FileNotFoundError:
+        reason = "no `mount` command"
+    if reason:
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail(f"CI runs as root but cannot mount a tmpfs: {reason}")
+        pytest.skip(f"cannot mount a tmpfs here: {reason}")
+
+
+def exact_least_squares(features, targets):
+    """The least-squares weight [num_inputs] and bias [] of `targets ≈ features·w + b` in float64, by torch's own
+    solver (not the package's closed form): the optimum SGD on those rows approaches."""
+    import torch
+
+    design = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], 1)
+    solution = torch.linalg.lstsq(design, targets.double().unsqueeze(1), driver="gelsd").solution[:, 0]
+    return solution[:-1], solution[-1]
+
+
+def assert_near_training_optimum(cli, tolerance: float = 1e-3) -> None:
+    """The fitted model's weight and bias are within `tolerance` of the exact least-squares ones of its
+    training split (the in-memory data modules' `splits["train"]`)."""
+    features, targets = cli.datamodule.splits["train"][:2]
+    weight, bias = cli.model.learned_parameters()
+    exact_w, exact_b = exact_least_squares(features.cpu(), targets.cpu())
+    error = max((weight.double().cpu() - exact_w).abs().max().item(), abs(float(bias) - float(exact_b)))
+    assert error < tolerance, f"max |learned - least squares| = {error:.3g}"
+
+
 def version_dir(root: Path, version: int = 0) -> Path:
     return root / "lightning_logs" / f"version_{version}"
 

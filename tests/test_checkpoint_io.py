@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import mount_tmpfs
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -92,19 +94,12 @@ def test_a_disk_full_halfway_keeps_the_previous_checkpoint(tmp_path):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A 1 MiB tmpfs: a real filesystem that runs out of space (needs root, or skips)."""
+    """A 1 MiB tmpfs: a real filesystem that runs out of space (needs root; skips without it, fails in CI)."""
     mount_point = tmp_path / "tmpfs"
     mount_point.mkdir()
-    try:
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
-        )
-    except FileNotFoundError:
-        pytest.skip("no `mount` command here")
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    mount_tmpfs(mount_point, "1m")
     yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+    subprocess.run(["umount", str(mount_point)], check=True, timeout=30)
 
 
 def test_a_full_tmpfs_keeps_the_previous_checkpoint(small_tmpfs):
@@ -165,10 +160,15 @@ def _save_unprivileged(path: Path) -> str:
         finally:
             os._exit(0)
     os.close(write)
-    with os.fdopen(read) as pipe:
-        error = pipe.read()
-    os.waitpid(child, 0)
-    return error
+    chunks, deadline = [], time.monotonic() + 60
+    with os.fdopen(read, "rb") as pipe:  # read until the child closes its end, for at most a minute
+        while select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            if not (chunk := os.read(pipe.fileno(), 4096)):
+                break
+            chunks.append(chunk)
+    status = wait_for(child)
+    assert os.WIFEXITED(status), "the unprivileged writer did not finish within a minute"
+    return b"".join(chunks).decode()
 
 
 class DirectoryRemovedHalfway(AtomicCheckpointIO):
@@ -187,14 +187,31 @@ def test_a_directory_removed_during_the_write_is_a_clear_error(tmp_path):
     assert not checkpoints.exists()  # nothing was written anywhere in its place
 
 
-class SlowWrite(AtomicCheckpointIO):
-    """Writes 1 kB every 20 ms: a 400 kB checkpoint takes 8 s, time enough to kill the writer midway."""
+KILLED_AT = 5000  # the byte at which the writer dies
+
+
+class KilledAtByte(AtomicCheckpointIO):
+    """Writes the first KILLED_AT bytes of the checkpoint to the disk, then is killed (SIGKILL) mid-write."""
 
     def _write(self, file, data):
-        for start in range(0, len(data), 1024):
-            file.write(data[start : start + 1024])
-            file.flush()
-            time.sleep(0.02)
+        file.write(data[:KILLED_AT])
+        file.flush()
+        os.fsync(file.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def wait_for(pid: int, timeout: float = 60) -> int:
+    """The child's wait status; fails the test if it has not ended within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the child process did not end within {timeout} s")
+        time.sleep(0.01)
 
 
 def test_a_process_killed_mid_write_keeps_the_previous_checkpoint(tmp_path):
@@ -205,22 +222,18 @@ def test_a_process_killed_mid_write_keeps_the_previous_checkpoint(tmp_path):
     writer = os.fork()
     if writer == 0:  # never return into pytest from here
         try:
-            SlowWrite().save_checkpoint({"state_dict": {"weight": torch.arange(100_000.0)}}, checkpoints / "last.ckpt")
+            KilledAtByte().save_checkpoint(
+                {"state_dict": {"weight": torch.arange(100_000.0)}}, checkpoints / "last.ckpt"
+            )
         finally:
             os._exit(0)
-    try:
-        deadline = time.monotonic() + 30
-        while not any(TEMPORARY.match(p.name) and p.stat().st_size > 4096 for p in checkpoints.iterdir()):
-            assert os.waitpid(writer, os.WNOHANG) == (0, 0), "the slow writer ended before it was killed"
-            assert time.monotonic() < deadline, "the slow write never started"
-            time.sleep(0.01)
-    finally:
-        os.kill(writer, signal.SIGKILL)
-        os.waitpid(writer, 0)
+    status = wait_for(writer)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL  # killed in the write, not finished
     # SIGKILL gives the writer no chance to remove its temporary file: it stays, under a hidden name
     # that is not a checkpoint's, until remove_stale_temporaries() at the start of the next run
     leftovers = set(os.listdir(checkpoints)) - set(before)
-    assert len(leftovers) == 1 and TEMPORARY.match(leftovers.pop())
+    assert len(leftovers) == 1 and TEMPORARY.match(name := leftovers.pop())
+    assert (checkpoints / name).stat().st_size == KILLED_AT
     assert (checkpoints / "last.ckpt").read_bytes() == before["last.ckpt"]
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0
     assert remove_stale_temporaries(checkpoints, older_than=time.time() + 1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT, SMALL_STREAM, run_cli, with_experiment
+from conftest import DEFAULT_CONFIG, ROOT, SMALL_STREAM, assert_near_training_optimum, run_cli, with_experiment
 
-from linreg_pl.cli import build_cli, main
+from linreg_pl.cli import main
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 TRUE_W = torch.tensor([2.0, -3.4])
@@ -18,9 +18,15 @@ def max_error(cli) -> float:
 
 
 def test_bf16_mixed_precision_on_cpu(isolated):
+    # the flag takes effect: bf16 matmuls round differently, so one step from the same start differs from float32's
+    steps = [
+        run_cli("fit", "--trainer.max_steps", "1", "--trainer.enable_checkpointing", "false", *precision).model
+        for precision in ([], ["--trainer.precision", "bf16-mixed"])
+    ]
+    assert not torch.equal(steps[0].linear.weight, steps[1].linear.weight)
     cli = run_cli("fit", "--config", DEFAULT_CONFIG, "--trainer.precision", "bf16-mixed")
-    assert cli.trainer.precision == "bf16-mixed"
-    assert max_error(cli) < 0.01  # weights stay float32; bf16 only for the matmuls
+    assert cli.model.linear.weight.dtype == torch.float32  # weights stay float32; bf16 only for the matmuls
+    assert_near_training_optimum(cli, 1e-2)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -32,26 +38,6 @@ def test_asking_for_a_gpu_without_one_is_one_line(capsys, isolated):
     assert (
         capsys.readouterr().err.strip().splitlines()[-1] == "linreg-pl: error: trainer: No supported gpu backend found!"
     )
-
-
-def test_ddp_and_several_nodes_are_trainer_flags_only(isolated):
-    cli = build_cli(
-        [
-            "--config",
-            DEFAULT_CONFIG,
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.strategy",
-            "ddp",
-            "--trainer.devices",
-            "2",
-            "--trainer.num_nodes",
-            "2",
-        ],
-        run=False,
-    )
-    assert cli.trainer.num_nodes == 2 and cli.trainer.num_devices == 2 and cli.trainer.world_size == 4
-    assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
 
 
 @pytest.mark.gpu
@@ -71,7 +57,7 @@ def test_fit_on_one_gpu_keeps_the_data_on_it(precision, isolated):
         quiet=False,
     )
     assert cli.datamodule.splits["train"][0].device.type == "cuda"  # moved once, not per batch
-    assert max_error(cli) < 0.01
+    assert_near_training_optimum(cli, 1e-3 if precision == "32-true" else 1e-2)
 
 
 @pytest.mark.gpu

@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import DEFAULT_CONFIG, ROOT, run_cli, version_dir
 
+from linreg_pl.cli import main
 from linreg_pl.regression.model import FORMAT, FORMAT_KEY, LinearRegression
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -79,7 +80,18 @@ def test_load_from_checkpoint_rebuilds_the_old_standardisation():
     assert torch.equal(model.standardize.mean, state["feature_mean"])
     assert model.target.scale.shape == (1,) and model.target.scale[0] == state["target_scale"]
     assert model.hparams.standardization["target_mean"] == [state["target_mean"].item()]
-    features = torch.randn(7, 3) * 10
+    features = torch.randn(7, 3, generator=torch.Generator().manual_seed(0)) * 10
     torch.testing.assert_close(model(features), old_prediction(TABLE, features))
     plain = LinearRegression.load_from_checkpoint(SYNTHETIC)
     assert plain.standardize.mean is None and plain.target.mean is None
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_export_of_an_old_checkpoint_computes_what_the_old_model_did(case, isolated, capsys):
+    path, _ = CASES[case]
+    main(["export", "--ckpt_path", str(path), "--output", "model.pt2"])
+    assert capsys.readouterr().out.startswith("wrote model.pt2")
+    features = torch.randn(5, 2 if case == "synthetic" else 3, generator=torch.Generator().manual_seed(1)) * 3
+    with torch.no_grad():
+        exported = torch.export.load("model.pt2").module()(features)
+    torch.testing.assert_close(exported, old_prediction(path, features), rtol=1e-5, atol=1e-5)

@@ -31,25 +31,23 @@ def exact(cli, l1: float, l2: float, standardize: bool):
     return statistics.solve(l1=l1, l2=l2, standardize=standardize)
 
 
-def test_zero_penalties_leave_the_seed_experiment_bit_identical(isolated, monkeypatch):
-    plain = run_cli("fit", "--trainer.max_epochs", "1").model
-    calls = []
-    monkeypatch.setattr(torch.nn.functional, "softshrink", lambda *a: calls.append(a))
-    zero = run_cli("fit", "--trainer.max_epochs", "1", "--model.l2_strength", "0", "--model.l1_strength", "0").model
+def test_zero_penalties_leave_the_seed_experiment_bit_identical(isolated):
+    # bit-identical parameters: no proximal step and no penalty term changed a single rounding
+    quick = ["--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0"]
+    plain = run_cli("fit", *quick).model
+    zero = run_cli("fit", *quick, "--model.l2_strength", "0", "--model.l1_strength", "0").model
     assert torch.equal(plain.linear.weight, zero.linear.weight) and torch.equal(plain.linear.bias, zero.linear.bias)
-    assert calls == []  # no proximal step
-    # the loss is the mean squared error's own graph: no penalty term added
-    model = LinearRegression(num_inputs=2, l1_strength=0.0, l2_strength=0.0)
-    model.on_train_epoch_start()
-    assert model.training_step((torch.randn(4, 2), torch.randn(4)), 0).grad_fn.name() == "MseLossBackward0"
+    # a penalty as small as 1e-3 does change them: the comparison above can fail
+    small = run_cli("fit", *quick, "--model.l1_strength", "1e-3").model
+    assert not torch.equal(plain.linear.weight, small.linear.weight)
 
 
 def test_ridge_through_the_cli_reaches_the_exact_ridge_optimum(isolated, capsys):
-    # A cosine-decaying lr converges to the optimum (5.6e-4 relative here); csv.yaml's tail averaging on
+    # A cosine-decaying lr converges to the optimum (within 1e-3 relative in 150 epochs); csv.yaml's tail averaging on
     # top of it stalls at 1.4e-3 on this table (see the README), so this run decays without averaging.
     write_table(isolated / "table.csv", noisy_table(seed=0, noise=0.1))
     table = ["--data", "TableRegressionDataModule", "--data.path", str(isolated / "table.csv"), "--data.target", "y"]
-    decay = ["--model.scheduler", "CosineAnnealingLR", "--model.scheduler.T_max", "300", "--trainer.max_epochs", "300"]
+    decay = ["--model.scheduler", "CosineAnnealingLR", "--model.scheduler.T_max", "150", "--trainer.max_epochs", "150"]
     cli = run_cli("fit", *table, *decay, "--model.l2_strength", "0.1")
     weight, bias = cli.model.learned_parameters()
     expected_w, expected_b = exact(cli, 0.0, 0.1, standardize=True)

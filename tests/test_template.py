@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -115,32 +116,46 @@ def test_export_writes_a_file_that_computes_what_forward_computes(config, suffix
     assert f'output "predictions": float32 [{", ".join(["batch", *map(str, expected.shape[1:])])}]' in out
 
 
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory) -> Path:
+    """Every experiment fitted for an epoch and then predicting under DDP with 2 CPU processes, all in one
+    torchrun launch (tests/ddp_kit.py): <stem>/lightning_logs/version_0 and <stem>.csv for each."""
+    directory = tmp_path_factory.mktemp("ddp")
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(2 * len(EXPERIMENTS))]  # distinct free ports
+    environment["KIT_PORTS"] = ",".join(str(s.getsockname()[1]) for s in sockets)
+    for listening in sockets:
+        listening.close()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run(
+        [*torchrun, str(ROOT / "tests" / "ddp_kit.py"), *EXPERIMENTS],
+        cwd=directory,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return directory
+
+
 @experiments
-def test_two_cpu_processes_under_ddp_fit_and_predict_every_row_once(config, isolated):
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
-    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-    for command in (
-        ["fit", "--config", config, *ddp, "--trainer.max_epochs", "1"],
-        ["predict", "--config", config, *ddp, "--ckpt_path", last_checkpoint(isolated), "--predictions.path", "p.csv"],
-    ):
-        result = subprocess.run(
-            [sys.executable, "-m", "linreg_pl", *command, *QUIET],
-            cwd=isolated,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    with open(isolated / "p.csv", newline="") as handle:
+def test_two_cpu_processes_under_ddp_fit_and_predict_every_row_once(config, ddp_runs, isolated):
+    stem = Path(config).stem
+    trained = torch.load(last_checkpoint(ddp_runs / stem), weights_only=True)
+    assert trained["epoch"] == 0 and trained["global_step"] > 0  # fitted under DDP
+    with open(ddp_runs / f"{stem}.csv", newline="") as handle:
         header, *lines = list(csv.reader(handle))
     assert header == EXPERIMENTS[config]
     rows = [int(line[0]) for line in lines]
     assert rows == sorted(set(rows))  # merged in order, none twice
-    # one process writes the same rows: nothing lost or repeated in the merge of the two processes' parts
-    main(["predict", "--config", config, "--ckpt_path", last_checkpoint(isolated), "--predictions.path", "one.csv"])
+    # one process writes the same rows and values: nothing lost, repeated or changed in the merge of the two parts
+    main(["predict", "--config", config, "--ckpt_path", last_checkpoint(ddp_runs / stem), "--predictions.path",
+          "one.csv", *QUIET])  # fmt: skip
     with open(isolated / "one.csv", newline="") as handle:
-        assert [int(line[0]) for line in list(csv.reader(handle))[1:]] == rows
+        single = list(csv.reader(handle))[1:]
+    assert [int(line[0]) for line in single] == rows
+    np.testing.assert_allclose(np.array(lines, dtype=float), np.array(single, dtype=float), rtol=1e-6, atol=1e-7)
 
 
 def test_the_core_imports_no_module_of_the_example():
