@@ -105,17 +105,17 @@ class ProjectCLI(LightningCLI):
 
     @override
     def before_instantiate_classes(self) -> None:
-        self._versioned: list[Namespace] = []
-        self.run_directory = _place_run(self._get(self.config, "trainer"), self._versioned)
+        self._given: list[tuple[Namespace, str, Any]] = []
+        self.run_directory = _place_run(self._get(self.config, "trainer"), self._given)
 
     @override
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-            # the loggers have their reserved version; the saved config.yaml keeps the user's (none), so a rerun
-            # from it (`fit --config <run>/config.yaml`) gets a directory of its own
-            for args in self._versioned:
-                args.version = None
+            # the loggers have their reserved version and save_dir under the root; the saved config.yaml keeps
+            # what the user gave, so a rerun from it (`fit --config <run>/config.yaml`) gets a directory of its own
+            for args, key, value in self._given:
+                args[key] = value
         except BaseException:
             if self.run_directory:  # reserved for a run that never started: give the name back
                 try:
@@ -273,11 +273,11 @@ def _first_batch(datamodule: LightningDataModule) -> Any:
     raise ConfigError(f"{type(datamodule).__name__} has no predict or validation batch to take an example input from")
 
 
-def _place_run(trainer: Namespace | None, versioned: list[Namespace]) -> str | None:
+def _place_run(trainer: Namespace | None, given: list[tuple[Namespace, str, Any]]) -> str | None:
     """Put relative logger `save_dir`s under `trainer.default_root_dir` and reserve the run's version
     directory; returns the directory reserved (None on other processes than the first, under
-    `fast_dev_run`, and when a logger's version is given or unknown to us). The loggers' init_args given
-    the reserved version are appended to `versioned`.
+    `fast_dev_run`, and when a logger's version is given or unknown to us). Each logger argument changed is
+    appended to `given` as (its init_args, its name, the value the user gave).
 
     Lightning's CSV and TensorBoard loggers pick `version_N` by listing the directory when they first
     write, so two runs started together can pick the same one; `os.mkdir` either creates the directory
@@ -293,6 +293,7 @@ def _place_run(trainer: Namespace | None, versioned: list[Namespace]) -> str | N
     ]
     for args in file_loggers:
         if root and not os.path.isabs(args.save_dir):
+            given.append((args, "save_dir", args.save_dir))
             args.save_dir = os.path.normpath(os.path.join(root, args.save_dir))
     if rank_zero_only.rank != 0:  # Lightning broadcasts the first process's directories to the others
         return None
@@ -306,8 +307,8 @@ def _place_run(trainer: Namespace | None, versioned: list[Namespace]) -> str | N
     version = _reserve_version(runs)
     for args in file_loggers:  # all in one version, as Lightning's log_dir is the first logger's
         if args.get("version") is None:
+            given.append((args, "version", None))
             args.version = version
-            versioned.append(args)
     return os.path.join(runs, f"version_{version}")
 
 

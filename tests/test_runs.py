@@ -276,6 +276,15 @@ def test_fit_from_a_runs_saved_config_repeats_the_run_in_a_new_directory(isolate
     assert again.trainer.global_step == first.trainer.global_step == 80
 
 
+def test_a_rerun_from_the_saved_config_keeps_the_root_it_names(isolated):
+    run_cli("fit", *TINY, "--trainer.default_root_dir", "root")
+    saved = isolated / "root" / "lightning_logs" / "version_0" / "config.yaml"
+    assert "save_dir: ." in saved.read_text()  # as given, not already joined onto the root
+    main(["fit", "--config", str(saved), "--trainer.enable_model_summary", "false"])
+    assert (isolated / "root" / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt").is_file()
+    assert not (isolated / "root" / "root").exists()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
