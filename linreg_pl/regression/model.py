@@ -39,7 +39,7 @@ FORMAT = 3
 # The preconditioner is that of the ridge problem with l2 + this (on the standardised weight): exactly collinear
 # columns (a zero singular value) get a finite, large step instead of an infinite one. It changes the steps'
 # shape only, never the objective.
-_DAMPING = 1e-10
+_DAMPING = 1e-14
 
 
 class Standardize(nn.Module):
