@@ -358,7 +358,7 @@ class LinearRegression(LightningModule):
             self._train_loss_sum.add_(loss.detach(), alpha=len(targets))
             self._train_examples += len(targets)
             if self.l2_strength:  # with 0, the graph is the MSE's alone: the seed run's bits
-                return loss + self.l2_strength * self.linear.weight.pow(2).sum()
+                return loss + self.l2_strength * self.whiten(self.linear.weight).pow(2).sum()
             return loss
         # An epoch mean weighted by batch size, synced across processes once, at the end of the epoch;
         # the metrics compare predictions and targets in the target's original units.
