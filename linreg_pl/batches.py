@@ -65,6 +65,8 @@ class BatchIndexSampler:
         num_replicas: how many processes share the samples; each gets a disjoint strided share.
         even_shards: give every process the same number of samples (see `shard`).
         device: where the index tensors live (the device of the data).
+        passes: passes over the samples in one epoch, each a fresh permutation when shuffling (the first is
+            the one a single pass would take): an epoch of a small training set can hold enough steps.
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class BatchIndexSampler:
         num_replicas: int = 1,
         even_shards: bool = False,
         device: torch.device | None = None,
+        passes: int = 1,
     ) -> None:
         self.num_samples = num_samples
+        self.passes = passes
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -92,22 +96,24 @@ class BatchIndexSampler:
         self.epoch = epoch
 
     def shard_size(self) -> int:
+        total = self.num_samples * self.passes
         if self.even_shards:
-            return math.ceil(self.num_samples / self.num_replicas)
-        return len(range(self.rank, self.num_samples, self.num_replicas))
+            return math.ceil(total / self.num_replicas)
+        return len(range(self.rank, total, self.num_replicas))
 
     def __len__(self) -> int:
         return math.ceil(self.shard_size() / self.batch_size)
 
     def indices(self) -> Tensor | None:
         """This process's sample indices for the current epoch; None means 0..n-1 in order."""
-        if not self.shuffle and self.num_replicas == 1:
+        if not self.shuffle and self.num_replicas == 1 and self.passes == 1:
             return None
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator)
+            orders = [torch.randperm(self.num_samples, generator=generator) for _ in range(self.passes)]
+            order = orders[0] if self.passes == 1 else torch.cat(orders)
         else:
-            order = torch.arange(self.num_samples)
+            order = torch.arange(self.num_samples).repeat(self.passes)
         order = shard(order, self.rank, self.num_replicas, self.even_shards)
         return order.to(self.device) if self.device is not None else order
 

@@ -120,8 +120,12 @@ def test_standardization_is_the_population_mean_and_std_and_a_constant_column_ge
     features[:, 2] = 0.1  # the mean of 0.1s is not exactly 0.1: the centred values are not exactly 0
     statistics = statistics_of(features, targets, block_sizes=[100, 150, 50])
     result = statistics.standardization()
-    assert set(result) == {"feature_mean", "feature_scale", "target_mean", "target_scale"}
-    assert all(type(value) is float for values in result.values() for value in values)
+    assert set(result) == {"feature_mean", "feature_scale", "target_mean", "target_scale", "factor"}
+    assert all(type(value) is float for key, values in result.items() if key != "factor" for value in values)
+    factor = torch.tensor(result["factor"], dtype=torch.float64)  # R of [1, x, y], its diagonal >= 0
+    design = torch.cat([torch.ones(300, 1, dtype=torch.float64), features, targets.unsqueeze(-1)], dim=1)
+    torch.testing.assert_close(factor.T @ factor, design.T @ design, rtol=1e-10, atol=1e-8)
+    assert bool((factor.diagonal() >= 0).all()) and torch.equal(factor, factor.triu())
     x, y = features.numpy(), targets.numpy()
     np.testing.assert_allclose(result["feature_mean"], x.mean(0), rtol=1e-13)
     expected_scale = x.std(0, ddof=0)
@@ -481,3 +485,22 @@ def test_refine_needs_the_statistics_of_exactly_its_rows_and_improves_a_one_pass
     before = worst_relative_error(*statistics.solve(), exact_weight, exact_bias)
     after = worst_relative_error(*refine(features, targets, *statistics.solve(), statistics), exact_weight, exact_bias)
     assert after < before / 100
+
+
+def test_without_intercept_solve_and_objective_fit_y_equal_x_w():
+    features, targets = regression(rows=200)
+    features = features + 3.0  # far from the origin: a fit through it differs from one with a bias
+    statistics = statistics_of(features, targets, block_sizes=[120, 80])
+    weight, bias = statistics.solve(intercept=False)
+    expected = torch.linalg.lstsq(features, targets.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+    torch.testing.assert_close(weight, expected, rtol=0, atol=1e-10)
+    assert float(bias) == 0.0
+    mse = float(((targets - features @ expected) ** 2).mean())
+    assert statistics.objective(weight, 0.0, intercept=False) == pytest.approx(mse, rel=1e-10)
+    # ridge on the standardised (scaled, not centred) problem: the penalised least squares of z = x / std
+    scale, target_scale = statistics.feature_std, statistics.target_std
+    ridge, _ = statistics.solve(l2=0.1, standardize=True, intercept=False)
+    z, t = features / scale, targets / target_scale
+    gram = z.T @ z / len(z) + 0.1 * torch.eye(z.shape[1], dtype=torch.float64)
+    expected_ridge = torch.linalg.solve(gram, z.T @ t / len(z)) * target_scale / scale
+    torch.testing.assert_close(ridge, expected_ridge, rtol=1e-9, atol=1e-10)

@@ -152,20 +152,39 @@ class NormalEquations:
         """Population standard deviation (ddof = 0) of the target; a constant target gets 1."""
         return self._scales()[-1]
 
-    def standardization(self) -> dict[str, list[float]]:
-        """The statistics a data module standardises with, as plain floats (the target's as 1-element lists)."""
+    def standardization(self) -> dict[str, list]:
+        """The statistics a data module standardises with, as plain floats (the target's as 1-element lists),
+        and `factor`, R itself [(d + 2) rows of d + 2] with a diagonal >= 0 (R is then unique): the model
+        preconditions SGD with it (`LinearRegression`)."""
+        factor = self._factor
+        width = factor.shape[1]
+        if len(factor) < width:  # fewer rows than columns seen: the missing rows of R are zeros
+            factor = torch.cat([factor, torch.zeros(width - len(factor), width, dtype=torch.float64)])
+        signs = torch.where(factor.diagonal() < 0, -1.0, 1.0).to(torch.float64)
         return {
             "feature_mean": self.feature_mean.tolist(),
             "feature_scale": self.feature_std.tolist(),
             "target_mean": [float(self.target_mean)],
             "target_scale": [float(self.target_std)],
+            "factor": (signs.unsqueeze(-1) * factor + 0.0).tolist(),  # + 0.0: no -0.0 below the diagonal
         }
+
+    def condition_number(self, intercept: bool = True) -> float:
+        """The condition number of the design the model trains on, its standardised features (each divided by
+        its std; centred when there is an intercept): the ratio of the largest to the smallest singular value
+        of R's block for them. inf when the features are collinear to rounding."""
+        kept, factor, _ = self._centred_factor() if intercept else self._uncentred_factor()
+        if not bool(kept.any()):
+            return 1.0
+        values = torch.linalg.svdvals(factor / self.feature_std[kept])
+        return float(values[0] / values[-1]) if _rank_is_full(values) else math.inf
 
     def solve(
         self,
         l1: float = 0.0,
         l2: float = 0.0,
         standardize: bool = False,
+        intercept: bool = True,
         *,
         tol: float = 1e-12,
         max_sweeps: int = 10_000,
@@ -197,10 +216,16 @@ class NormalEquations:
         weight; it raises RuntimeError after `max_sweeps` sweeps without getting there. The bias follows
         from the means.
 
+        With `intercept=False` it fits `targets ≈ features·weight` (bias 0), from the factor of the uncentred
+        [x, y] (a QR of R without its ones column); standardising then only scales (by the same stds, as
+        scikit-learn's `StandardScaler(with_mean=False)`), which keeps y = x·w exact. A constant column is then
+        a feature like any other.
+
         Args:
             l1: weight of the L1 penalty, >= 0.
             l2: weight of the squared L2 penalty, >= 0.
             standardize: penalise the weights of standardised features and target (see above).
+            intercept: fit the bias; False fixes it at 0.
             tol: coordinate descent's relative convergence threshold, > 0 (l1 > 0 only).
             max_sweeps: coordinate descent's limit on passes over all weights, >= 1 (l1 > 0 only).
         """
@@ -210,7 +235,7 @@ class NormalEquations:
             raise ConfigError(f"tol must be a finite number > 0, got {tol!r}")
         if not (isinstance(max_sweeps, numbers.Integral) and max_sweeps >= 1):
             raise ConfigError(f"max_sweeps must be an integer >= 1, got {max_sweeps!r}")
-        kept, centred, cross = self._centred_factor()
+        kept, centred, cross = self._centred_factor() if intercept else self._uncentred_factor()
         scale = self.feature_std[kept]
         target_scale = self.target_std if standardize else torch.ones((), dtype=torch.float64)
         scaled = centred / scale  # columns in units of their std: the rank cut-off is blind to units
@@ -235,13 +260,22 @@ class NormalEquations:
                 solution = solution * scale
         weight = torch.zeros(len(kept), dtype=torch.float64)
         weight[kept] = target_scale * solution / scale
+        if not intercept:
+            return weight, torch.zeros((), dtype=torch.float64)
         return weight, self.target_mean - weight @ self.feature_mean
 
     def objective(
-        self, weight: Tensor, bias: Tensor | float, l1: float = 0.0, l2: float = 0.0, standardize: bool = False
+        self,
+        weight: Tensor,
+        bias: Tensor | float,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        standardize: bool = False,
+        intercept: bool = True,
     ) -> float:
-        """The value `solve(l1, l2, standardize)` minimises, at any raw-unit `(weight [d], bias)`, over the rows
-        seen so far; with no penalty and `standardize=False` it is the mean squared error itself.
+        """The value `solve(l1, l2, standardize, intercept)` minimises, at any raw-unit `(weight [d], bias)`, over
+        the rows seen so far (with `intercept=False` the bias is 0, whatever is given); with no penalty and
+        `standardize=False` it is the mean squared error itself.
 
         From R alone: the residuals are [1, x, y]·u with u = [-b, -w, 1], so their sum of squares is ||R·u||²
         (no covariance quadratic form, whose terms would cancel). With `standardize=True` the error is divided
@@ -252,6 +286,7 @@ class NormalEquations:
         _check_penalty("l2", l2)
         self._joint_mean()
         weight = torch.as_tensor(weight, dtype=torch.float64).reshape(-1)
+        bias = bias if intercept else 0.0
         direction = torch.cat([torch.tensor([-float(bias)], dtype=torch.float64), -weight, torch.ones(1)])
         error = float(torch.linalg.vector_norm(self._factor @ direction)) ** 2 / self.count
         if standardize:
@@ -286,6 +321,18 @@ class NormalEquations:
         if bool(constant[-1]):
             cross = torch.zeros_like(cross)
         return kept, centred, cross
+
+    def _uncentred_factor(self) -> tuple[Tensor, Tensor, Tensor]:
+        """As `_centred_factor` for a fit without intercept: every feature (a mask [d]), U [d, d] and u [d]
+        from a QR of R without its ones column, with ||U·w - u||² the sum of squared residuals of y - x·w."""
+        self._joint_mean()
+        if not bool(torch.isfinite(self._factor).all()):
+            raise ValueError("NormalEquations.solve: the data contain NaN or infinite values")
+        factor = torch.linalg.qr(self._factor[:, 1:], mode="r").R
+        width = factor.shape[1]
+        if len(factor) < width:
+            factor = torch.cat([factor, torch.zeros(width - len(factor), width, dtype=torch.float64)])
+        return torch.ones(width - 1, dtype=torch.bool), factor[:-1, :-1], factor[:-1, -1]
 
     def _scales(self) -> Tensor:
         std = torch.where(self._constant(), 0.0, self._squares / self.count).clamp(min=0).sqrt()

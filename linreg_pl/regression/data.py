@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,9 +108,14 @@ def feature_columns(path: str, target: str, features: list[str] | None) -> list[
     return features
 
 
-def _for_training(tensor: Tensor, device: torch.device) -> Tensor:
-    """Values as float32 on the training device; row numbers stay integers."""
-    return tensor.to(device, torch.float32) if tensor.is_floating_point() else tensor.to(device)
+def training_dtype(trainer: Any) -> torch.dtype:
+    """float64 under `--trainer.precision 64-true` (the data keep what the file holds), else float32."""
+    return torch.float64 if trainer is not None and str(trainer.precision).startswith("64") else torch.float32
+
+
+def _for_training(tensor: Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Values as `dtype` on the training device; row numbers stay integers."""
+    return tensor.to(device, dtype) if tensor.is_floating_point() else tensor.to(device)
 
 
 class RegressionDataModule(LightningDataModule):
@@ -127,6 +133,10 @@ class RegressionDataModule(LightningDataModule):
         seed: seeds the split and the per-epoch shuffle (and, for synthetic data, the data).
         standardize: give the model the training split's feature and target statistics
             (`standardization`, linked into the model by the CLI), so it trains on standardised values.
+        min_batches_per_epoch: an epoch passes over the training split as many times as it takes to make at
+            least this many batches (per process), each pass reshuffled; 0 or 1: one pass. Schedules,
+            checkpoints and averaging count epochs and steps as usual, so a 16-row table trains as many steps
+            as a large one without `max_steps`.
     """
 
     feature_names: list[str] | None = None  # column names, for tables (the CLI links them into the model)
@@ -138,9 +148,15 @@ class RegressionDataModule(LightningDataModule):
         test_fraction: float = 0.0,
         seed: int = 0,
         standardize: bool = False,
+        min_batches_per_epoch: int = 0,
     ) -> None:
         super().__init__()
         check_split_arguments(type(self).__name__, batch_size, val_fraction, test_fraction)
+        if isinstance(min_batches_per_epoch, bool) or not isinstance(min_batches_per_epoch, int):
+            raise ConfigError(
+                f"{type(self).__name__}: min_batches_per_epoch must be an integer >= 0, got {min_batches_per_epoch!r}"
+            )
+        self.min_batches_per_epoch = max(min_batches_per_epoch, 0)
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -151,7 +167,8 @@ class RegressionDataModule(LightningDataModule):
         self.splits: dict[str, Split] = {}
 
     def load_tensors(self) -> tuple[Tensor, Tensor]:
-        """All examples as `(features [n, d], targets [n])`, float32 or float64 (trained on as float32)."""
+        """All examples as `(features [n, d], targets [n])`, float32 or float64 (trained on as float32, or as
+        float64 under `--trainer.precision 64-true`)."""
         raise NotImplementedError
 
     def load_predict_tensors(self) -> tuple[Tensor, Tensor] | None:
@@ -171,7 +188,7 @@ class RegressionDataModule(LightningDataModule):
         )
 
     @property
-    def standardization(self) -> dict[str, list[float]] | None:
+    def standardization(self) -> dict[str, list] | None:
         """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
         if not self.standardize:
             return None
@@ -195,18 +212,22 @@ class RegressionDataModule(LightningDataModule):
     def setup(self, stage: str) -> None:
         # In-memory data live on the GPU once, not copied there batch by batch.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        dtype = training_dtype(self.trainer)
         for split, tensors in self._load_splits().items():
-            self.splits[split] = tuple(_for_training(t, device) for t in tensors)
+            self.splits[split] = tuple(_for_training(t, device, dtype) for t in tensors)
         if stage == "predict":
             given = self.load_predict_tensors()
             features, rows = (self.splits["test"][0], self.splits["test"][2]) if given is None else given
-            self.splits["predict"] = (_for_training(features, device), rows.to(device))
+            self.splits["predict"] = (_for_training(features, device, dtype), rows.to(device))
 
     def _loader(self, split: str, shuffle: bool = False, even_shards: bool = False) -> TensorBatchLoader:
         """Batches of one split: `(features, targets)`, or `(features, row numbers)` to predict."""
         tensors = self.splits[split] if split == "predict" else self.splits[split][:2]
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        passes = 1
+        if split == "train" and self.min_batches_per_epoch > 1:
+            passes = max(1, math.ceil(self.min_batches_per_epoch * self.batch_size * world / len(tensors[0])))
         sampler = BatchIndexSampler(
             len(tensors[0]),
             self.batch_size,
@@ -216,6 +237,7 @@ class RegressionDataModule(LightningDataModule):
             num_replicas=world,
             even_shards=even_shards,
             device=tensors[0].device,
+            passes=passes,
         )
         return TensorBatchLoader(tensors, sampler, RowBatch if split == "predict" else None)
 
@@ -304,7 +326,9 @@ class TableRegressionDataModule(RegressionDataModule):
         val_fraction: share of the rows held out for validation, in [0, 1).
         test_fraction: share of the rows held out for test, in [0, 1).
         seed: seeds the split and the per-epoch shuffle.
-        standardize: standardise features and target with training-split statistics.
+        standardize: standardise features and target with training-split statistics (and give the model the
+            design's QR factor, with which it preconditions SGD; see `LinearRegression`).
+        min_batches_per_epoch: repeat the training split within an epoch up to at least this many batches.
     """
 
     def __init__(
@@ -318,8 +342,9 @@ class TableRegressionDataModule(RegressionDataModule):
         test_fraction: float = 0.0,
         seed: int = 0,
         standardize: bool = True,
+        min_batches_per_epoch: int = 0,
     ) -> None:
-        super().__init__(batch_size, val_fraction, test_fraction, seed, standardize)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, standardize, min_batches_per_epoch)
         self.path = path
         self.target = target
         self.predict_path = predict_path

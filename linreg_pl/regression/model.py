@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
@@ -30,9 +31,15 @@ from linreg_pl.errors import ConfigError
 #     `target_mean` [], `target_scale` []; identity statistics (mean 0, scale 1) meant "not standardised"
 #   2: `standardize.{mean,scale}`, `linear.{weight,bias}`, `target.{mean,scale}` [1]; statistics only when
 #     standardising, and then also in the hyperparameters' `standardization`
+#   3: also `whiten.matrix` [d, d] when SGD is preconditioned (the statistics' `factor`), and no `linear.bias`
+#     when the hyperparameter `bias` is false; a layout-2 checkpoint is a layout-3 one without them
 # A new layout adds a number and a step in `migrate_checkpoint`.
 FORMAT_KEY = "linreg_pl_format"
-FORMAT = 2
+FORMAT = 3
+# The preconditioner is that of the ridge problem with l2 + this (on the standardised weight): exactly collinear
+# columns (a zero singular value) get a finite, large step instead of an infinite one. It changes the steps'
+# shape only, never the objective.
+_DAMPING = 1e-14
 
 
 class Standardize(nn.Module):
@@ -45,10 +52,15 @@ class Standardize(nn.Module):
         scale: one value per feature (> 0), or None.
     """
 
-    def __init__(self, mean: Sequence[float] | None = None, scale: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        mean: Sequence[float] | None = None,
+        scale: Sequence[float] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
-        self.register_buffer("mean", None if mean is None else torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("scale", None if scale is None else torch.tensor(scale, dtype=torch.float32))
+        self.register_buffer("mean", None if mean is None else torch.tensor(mean, dtype=dtype))
+        self.register_buffer("scale", None if scale is None else torch.tensor(scale, dtype=dtype))
 
     @override
     def forward(self, values: Tensor) -> Tensor:
@@ -56,6 +68,29 @@ class Standardize(nn.Module):
 
     def inverse(self, values: Tensor) -> Tensor:
         return values if self.mean is None else values * self.scale + self.mean
+
+
+class Whiten(nn.Module):
+    """Maps the weight SGD trains, v, to the weight of the standardised features, w = M·v, with a fixed matrix M
+    [d, d] saved with the weights; without one it is the identity and stores nothing.
+
+    z·(M·v) = (z·M)·v: training v is training a linear layer on whitened features z·M. With M = T⁻¹ for
+    TᵀT = the features' second moment (T from the QR factor R of the design), z·M has the identity matrix as its
+    second moment, so every direction of the loss converges at the same rate, however correlated the columns. M
+    is applied to the weight, d² numbers a step, not to the batch (n·d²): the same gradients, far cheaper.
+
+    Args:
+        matrix: M [d, d], or None.
+    """
+
+    def __init__(self, matrix: Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("matrix", matrix)
+
+    @override
+    def forward(self, weight: Tensor) -> Tensor:
+        """The weight [1, d] of the standardised features for the trained weight [1, d]."""
+        return weight if self.matrix is None else weight @ self.matrix.T
 
 
 class LinearRegression(LightningModule):
@@ -68,6 +103,17 @@ class LinearRegression(LightningModule):
     L1 term is a proximal step, soft-thresholding the weight by lr·l1_strength after every optimiser step
     (lr read from the optimiser, so schedulers apply), which sets irrelevant weights to exactly 0.
     `train/loss` is the mean squared error alone, as `val/loss` is, so the two stay comparable.
+
+    When the statistics hold the design's QR factor (`factor`, tables) and there is no L1 term, SGD is
+    preconditioned: it trains the weight of whitened features (`Whiten`, from the factor of the standardised
+    features with the ridge term folded in), so correlated columns converge as fast as independent ones; the
+    optimiser is unchanged and the model still maps raw features to raw-unit predictions. With an L1 term the
+    proximal step needs the penalty's own coordinates, so it is not preconditioned; when its weights are
+    averaged (`TailWeightAveraging`, a `WeightAveraging`), the average, which is never exactly sparse, is
+    finished by one exact proximal-gradient step of the lasso (from the same statistics; see `_lasso_step`).
+
+    Under `--trainer.precision 64-true` the fixed layers are rebuilt in float64 from the statistics in `setup`
+    (Lightning's precision plugin would only widen their float32 values).
 
     Args:
         num_inputs: number of features (the CLI links it from the data module).
@@ -83,6 +129,8 @@ class LinearRegression(LightningModule):
             target's original units: `Standardize` layers are part of the network and of its checkpoint.
         feature_names: the name of each input column, in input order (the CLI links them from a table's
             data module), or None; kept in the checkpoint so an exported model says what it takes.
+        bias: fit the intercept b; False fits y = x·w. Standardising then only scales features and target
+            (no centring, which would need a bias), so y = x·w stays exact in the standardised units.
     """
 
     def __init__(
@@ -93,8 +141,9 @@ class LinearRegression(LightningModule):
         l1_strength: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.SGD,
         scheduler: LRSchedulerCallable | None = None,
-        standardization: dict[str, list[float]] | None = None,
+        standardization: dict[str, list[float] | list[list[float]]] | None = None,
         feature_names: list[str] | None = None,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         # the optimiser and scheduler are callables: the CLI's saved config.yaml records them instead
@@ -114,18 +163,34 @@ class LinearRegression(LightningModule):
         self.scheduler = scheduler
         # attributes, not only hparams: a subclass's own save_hyperparameters() records its own arguments
         self.l2_strength, self.l1_strength = float(l2_strength), float(l1_strength)
-        statistics = standardization or {}
-        self.standardize = Standardize(statistics.get("feature_mean"), statistics.get("feature_scale"))
-        self.linear = nn.Linear(num_inputs, 1)
-        self.target = Standardize(statistics.get("target_mean"), statistics.get("target_scale"))
+        self._statistics = standardization
+        self.linear = nn.Linear(num_inputs, 1, bias=bias)
+        self._build_fixed_layers(torch.float32)
         nn.init.normal_(self.linear.weight, mean=0.0, std=init_std)
-        nn.init.zeros_(self.linear.bias)
+        if bias:
+            nn.init.zeros_(self.linear.bias)
         # Lightning's own attribute for an input batch: `export` traces with it (and the model summary shows
         # input and output sizes)
         self.example_input_array = torch.zeros(2, num_inputs)
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def _build_fixed_layers(self, dtype: torch.dtype) -> None:
+        """`standardize`, `whiten` and `target` from the hyperparameters' statistics, in `dtype`."""
+        statistics = self._statistics or {}
+        intercept = self.linear.bias is not None
+        means = {}
+        for key in ("feature_mean", "target_mean"):
+            mean = statistics.get(key)
+            # without an intercept only scaling keeps y = x·w exact: the means are taken as 0
+            means[key] = mean if mean is None or intercept else [0.0] * len(mean)
+        self.standardize = Standardize(means["feature_mean"], statistics.get("feature_scale"), dtype)
+        matrix = None
+        if statistics.get("factor") is not None and not self.l1_strength:
+            matrix = whitening(statistics, intercept, self.l2_strength).to(dtype)
+        self.whiten = Whiten(matrix)
+        self.target = Standardize(means["target_mean"], statistics.get("target_scale"), dtype)
 
     @override
     def forward(self, features: Tensor) -> Tensor:
@@ -176,6 +241,11 @@ class LinearRegression(LightningModule):
                 self.linear.weight.copy_(F.softshrink(self.linear.weight, float(lr) * l1))
 
     @override
+    def setup(self, stage: str) -> None:
+        if str(self.trainer.precision).startswith("64") and self._statistics:
+            self._build_fixed_layers(torch.float64)  # exact statistics, not widened float32 ones
+
+    @override
     def on_train_start(self) -> None:
         self.on_train_epoch_start()  # a run resumed mid-epoch starts without on_train_epoch_start
 
@@ -195,8 +265,20 @@ class LinearRegression(LightningModule):
             self.log("train/loss", mean, on_step=False, on_epoch=True, sync_dist=True)
 
     @override
+    def on_train_end(self) -> None:
+        # after the callbacks' on_train_end: a `WeightAveraging` has put the average in place by now
+        if self._finishes_lasso():
+            with torch.no_grad():
+                self.linear.weight.copy_(self._lasso_step(self.linear.weight))
+
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[FORMAT_KEY] = FORMAT
+        # a `WeightAveraging` checkpoint: `state_dict` holds the average (what test, predict and export use),
+        # `current_model_state` the live weights (what a resumed run continues from, untouched)
+        if "current_model_state" in checkpoint and self._finishes_lasso():
+            state = checkpoint["state_dict"]
+            state["linear.weight"] = self._lasso_step(state["linear.weight"])
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -210,26 +292,62 @@ class LinearRegression(LightningModule):
                 setattr(
                     self,
                     name,
-                    Standardize(None if mean is None else mean.tolist(), None if scale is None else scale.tolist()).to(
-                        self.device
-                    ),
+                    Standardize(
+                        None if mean is None else mean.tolist(),
+                        None if scale is None else scale.tolist(),
+                        torch.float32 if mean is None else mean.dtype,
+                    ).to(self.device),
                 )
+        matrix = state.get("whiten.matrix")
+        if (matrix is None) != (self.whiten.matrix is None):
+            self.whiten = Whiten(matrix).to(self.device)
         if "standardization" in checkpoint.get("hyper_parameters", {}):  # re-saved, it rebuilds the same layers
             self.hparams["standardization"] = checkpoint["hyper_parameters"]["standardization"]
+            self._statistics = self.hparams["standardization"]
 
     def learned_parameters(self) -> tuple[Tensor, Tensor]:
-        """The weight [num_inputs] and bias [] that map raw features to targets in original units."""
+        """The weight [num_inputs] and bias [] (0 without one) that map raw features to targets in original
+        units, in float64: folding the layers in float32 would round away what an ill-conditioned design needs."""
         with torch.no_grad():
-            weight, bias = self.linear.weight[0], self.linear.bias[0]
+            weight = self.linear.weight[0].double()
+            if self.whiten.matrix is not None:
+                weight = self.whiten.matrix.double() @ weight
+            bias = self.linear.bias[0].double() if self.linear.bias is not None else weight.new_zeros(())
             if self.standardize.mean is not None:
-                weight = weight / self.standardize.scale
-                bias = bias - weight @ self.standardize.mean
+                weight = weight / self.standardize.scale.double()
+                bias = bias - weight @ self.standardize.mean.double()
             if self.target.mean is not None:
-                weight, bias = weight * self.target.scale, self.target.inverse(bias.reshape(1))[0]
+                scale, mean = self.target.scale.double()[0], self.target.mean.double()[0]
+                weight, bias = weight * scale, bias * scale + mean
         return weight.detach().cpu(), bias.detach().cpu()
 
     def _standardized_predictions(self, features: Tensor) -> Tensor:
-        return self.linear(self.standardize(features)).squeeze(-1)
+        if self.whiten.matrix is None:  # the seed experiment's graph, bit for bit
+            return self.linear(self.standardize(features)).squeeze(-1)
+        return F.linear(self.standardize(features), self.whiten(self.linear.weight), self.linear.bias).squeeze(-1)
+
+    def _finishes_lasso(self) -> bool:
+        statistics = self._statistics or {}
+        averaged = any(isinstance(c, WeightAveraging) for c in self.trainer.callbacks)
+        return bool(self.l1_strength) and averaged and statistics.get("factor") is not None
+
+    def _lasso_step(self, weight: Tensor) -> Tensor:
+        """One proximal-gradient step of the lasso (elastic net) in standardised units from `weight` [1, d]:
+        S_{η·l1}(w - η·∇f(w)), f the training MSE plus the L2 term, its gradient exact from the statistics'
+        factor and η = 1/L, L the largest curvature of f.
+
+        The lasso optimum is this map's fixed point and the map is non-expansive, so it moves an average of the
+        iterates no further from the optimum than it was, and sets a weight to exactly 0 where the optimality
+        condition |∇f_j| <= l1 says so at the average (an irrelevant feature's average is noise of order the
+        lr, well inside the threshold η·(l1 - |∇f_j|)). Thresholding the average by lr·l1 instead would zero
+        nothing once a schedule has taken the lr to ~0."""
+        design, target = standardized_factor(self._statistics, self.linear.bias is not None)
+        w = weight.detach().to("cpu", torch.float64).reshape(-1)
+        gradient = 2 * design.T @ (design @ w - target) + 2 * self.l2_strength * w
+        curvature = 2 * (float(torch.linalg.matrix_norm(design, ord=2)) ** 2 + self.l2_strength)
+        step = 1 / curvature
+        finished = F.softshrink(w - step * gradient, step * self.l1_strength)
+        return finished.reshape(weight.shape).to(weight.device, weight.dtype)
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         features, targets = batch[0], batch[1]
@@ -240,7 +358,7 @@ class LinearRegression(LightningModule):
             self._train_loss_sum.add_(loss.detach(), alpha=len(targets))
             self._train_examples += len(targets)
             if self.l2_strength:  # with 0, the graph is the MSE's alone: the seed run's bits
-                return loss + self.l2_strength * self.linear.weight.pow(2).sum()
+                return loss + self.l2_strength * self.whiten(self.linear.weight).pow(2).sum()
             return loss
         # An epoch mean weighted by batch size, synced across processes once, at the end of the epoch;
         # the metrics compare predictions and targets in the target's original units.
@@ -249,6 +367,29 @@ class LinearRegression(LightningModule):
         metrics.update(self.target.inverse(predictions), targets)
         self.log_dict(metrics)
         return loss
+
+
+def standardized_factor(statistics: dict[str, Any], intercept: bool) -> tuple[Tensor, Tensor]:
+    """X [k, d] and t [k] in float64 with ||X·w - t||² the training MSE of the standardised problem at its
+    weight w (with the best bias, or none), from the statistics' `factor` R of [1, x, y]: R's centred block
+    (or, without intercept, the factor of the uncentred [x, y]) scaled by the stds and by 1/√n (|R₀₀| = √n)."""
+    factor = torch.tensor(statistics["factor"], dtype=torch.float64)
+    root_count = factor[0, 0].abs()
+    block = factor[1:, 1:] if intercept else torch.linalg.qr(factor[:, 1:], mode="r").R
+    scale = torch.tensor(statistics["feature_scale"], dtype=torch.float64)
+    target_scale = float(statistics["target_scale"][0])
+    return block[:, :-1] / (scale * root_count), block[:, -1] / (target_scale * root_count)
+
+
+def whitening(statistics: dict[str, Any], intercept: bool, l2: float = 0.0) -> Tensor:
+    """`Whiten`'s matrix M = T⁻¹ [d, d] in float64, T the triangular factor of XᵀX + (l2 + damping)·I (X from
+    `standardized_factor`): the loss in v = T·w has the identity as its curvature (up to the damping)."""
+    design, _ = standardized_factor(statistics, intercept)
+    size = design.shape[1]
+    identity = torch.eye(size, dtype=torch.float64)
+    stacked = torch.cat([design, math.sqrt(l2 + _DAMPING) * identity])
+    factor = torch.linalg.qr(stacked, mode="r").R
+    return torch.linalg.solve_triangular(factor, identity, upper=True)
 
 
 def migrate_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -265,5 +406,6 @@ def migrate_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
                 statistics.update({f"{key}_mean": mean.tolist(), f"{key}_scale": scale.tolist()})
         hparams["standardization"] = statistics or None
         checkpoint["state_dict"] = {**old, **state}  # whatever else it held, e.g. metric states
+    # 2 -> 3 changes nothing: without `whiten.matrix` a model is not preconditioned, and `linear.bias` is there
     checkpoint[FORMAT_KEY] = FORMAT
     return checkpoint

@@ -22,6 +22,11 @@ from typing_extensions import override
 from linreg_pl.regression.closed_form import NormalEquations, least_squares
 from linreg_pl.regression.figures import MISSING_MATPLOTLIB, plot_fit, plots_available
 
+# Above this condition number of the standardised design, float32 training (features and weight rounded to 24
+# bits) ends measurably above the optimum (polynomial columns x..x¹¹: 1.005 in float32 at ~1e8, 1.00001 in
+# float64; x..x⁹ at ~2e6: 1.000003 in both): the report suggests float64.
+FLOAT32_CONDITION = 1e7
+
 
 class ParameterReport(Callback):
     """Prints each epoch's losses and training speed and, at the end of `fit`, the learned parameters
@@ -126,6 +131,7 @@ class ParameterReport(Callback):
                 "l1": float(getattr(pl_module, "l1_strength", 0.0)),
                 "l2": float(getattr(pl_module, "l2_strength", 0.0)),
                 "standardize": getattr(standardize, "mean", None) is not None,
+                "intercept": getattr(getattr(pl_module, "linear", None), "bias", True) is not None,
             }
             closed_w, closed_b = statistics.solve(**penalties)
             optimum = statistics.objective(closed_w, closed_b, **penalties)
@@ -134,6 +140,8 @@ class ParameterReport(Callback):
             ratio = learned / optimum if optimum > 0 else 1.0 + learned
             self.result.update(closed_w=closed_w, closed_b=closed_b, objective_ratio=ratio)
             self.result["kind"] = _kind(penalties["l1"], penalties["l2"])
+            self.result["condition_number"] = statistics.condition_number(penalties["intercept"])
+            self.result["float64"] = any(p.dtype == torch.float64 for p in pl_module.parameters())
             for split in ("val", "test"):
                 if split in splits and len(splits[split][0]):
                     x, y = (t.double().cpu() for t in splits[split][:2])
@@ -145,6 +153,7 @@ class ParameterReport(Callback):
             print(self._table(learned_w, learned_b, closed_w, closed_b, true_w, true_b), flush=True)
             if "objective_ratio" in self.result:
                 print(self._ratio_line(), flush=True)
+                print(self._condition_line(), flush=True)
             if self.rates:
                 steady = self.rates[1:] or self.rates  # the first epoch includes start-up
                 print(f"training throughput: {sum(steady) / len(steady):.0f} samples/s", flush=True)
@@ -207,6 +216,16 @@ class ParameterReport(Callback):
             line += (
                 "\nhint: SGD stopped more than 1% above the optimum: train longer (--trainer.max_epochs), average "
                 "the weights (--config configs/averaged.yaml) or lower the learning rate (--model.optimizer.lr)"
+            )
+        return line
+
+    def _condition_line(self) -> str:
+        condition = self.result["condition_number"]
+        line = f"condition number of the standardised design: {condition:.3g}"
+        if condition > FLOAT32_CONDITION and not self.result["float64"]:
+            line += (
+                f"\nhint: float32 cannot resolve a design this ill-conditioned (above {FLOAT32_CONDITION:.0e}): "
+                "train in float64 (--trainer.precision 64-true)"
             )
         return line
 

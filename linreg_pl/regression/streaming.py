@@ -556,7 +556,7 @@ class TableStreamDataModule(LightningDataModule):
         return self._normal_equations
 
     @property
-    def standardization(self) -> dict[str, list[float]] | None:
+    def standardization(self) -> dict[str, list] | None:
         """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
         return self.normal_equations.standardization() if self.standardize else None
 
