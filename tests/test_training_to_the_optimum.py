@@ -12,6 +12,15 @@ from conftest import ROOT, run_cli, version_dir
 from lightning.pytorch import Callback
 
 CSV_CONFIG = str(ROOT / "configs" / "csv.yaml")
+# where only the end of training is under test: no checkpoints, logs or validation passes (half a fit's time)
+LEAN = [
+    "--trainer.enable_checkpointing",
+    "false",
+    "--trainer.logger",
+    "false",
+    "--trainer.check_val_every_n_epoch",
+    "1000",
+]
 
 
 def noisy_table(rows: int = 350, columns: int = 10, seed: int = 0, noise: float = 1.0) -> dict[str, np.ndarray]:
@@ -46,16 +55,15 @@ def learned_over_closed_form_test_mse(cli) -> float:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_noisy_tables_land_within_half_a_percent_of_the_closed_form_test_mse(seed, isolated):
     write_table(isolated / "table.csv", noisy_table(seed=seed))
-    assert learned_over_closed_form_test_mse(run_cli("fit", *table_args(isolated / "table.csv"))) == pytest.approx(
-        1.0, abs=0.005
-    )
+    cli = run_cli("fit", *table_args(isolated / "table.csv", *LEAN))
+    assert learned_over_closed_form_test_mse(cli) == pytest.approx(1.0, abs=0.005)
 
 
 def test_constant_lr_sgd_on_the_same_table_does_not(isolated, capsys):
     write_table(isolated / "table.csv", noisy_table(seed=2))
     # default.yaml's constant lr, as many epochs, no averaging
     table = ["--data", "TableRegressionDataModule", "--data.path", str(isolated / "table.csv"), "--data.target", "y"]
-    cli = run_cli("fit", *table, "--trainer.max_epochs", "60")
+    cli = run_cli("fit", *table, "--trainer.max_epochs", "60", *LEAN)
     assert abs(learned_over_closed_form_test_mse(cli) - 1.0) > 0.01
     capsys.readouterr()
     # a run cut short (preconditioned, even the seed recipe's 3 epochs now end within 1% of the training optimum):
@@ -168,7 +176,7 @@ TABLES = {
 def test_every_table_lands_within_half_a_percent_of_the_training_optimum(table, seed, isolated, capsys):
     make, extra = TABLES[table]
     write_table(isolated / "table.csv", make(seed))
-    cli = run_cli("fit", *table_args(isolated / "table.csv", "--seed_everything", str(seed), *extra))
+    cli = run_cli("fit", *table_args(isolated / "table.csv", "--seed_everything", str(seed), *extra, *LEAN))
     result = report_of(cli)
     assert result["objective_ratio"] == pytest.approx(1.0, abs=0.005)
     assert "hint" not in capsys.readouterr().out
@@ -178,9 +186,9 @@ def test_every_table_lands_within_half_a_percent_of_the_training_optimum(table, 
 
 def test_an_ill_conditioned_design_asks_for_float64_and_lands_on_the_optimum_with_it(isolated, capsys):
     write_table(isolated / "table.csv", polynomial_table(0, degree=11))
-    run_cli("fit", *table_args(isolated / "table.csv", "--trainer.max_epochs", "1"))  # the hint, not the ratio
+    run_cli("fit", *table_args(isolated / "table.csv", "--trainer.max_epochs", "1", *LEAN))  # the hint, not the ratio
     assert "hint: float32 cannot resolve a design this ill-conditioned" in capsys.readouterr().out
-    cli = run_cli("fit", *table_args(isolated / "table.csv", "--trainer.precision", "64-true"))
+    cli = run_cli("fit", *table_args(isolated / "table.csv", "--trainer.precision", "64-true", *LEAN))
     assert cli.datamodule.splits["train"][0].dtype == torch.float64  # from the file to the model
     assert cli.model.whiten.matrix.dtype == torch.float64
     result = report_of(cli)
