@@ -58,14 +58,17 @@ def metrics(path) -> dict[str, float]:
 
 
 def test_ddp_trains_the_default_experiment_as_one_process_does(isolated):
-    output = run_ddp("fit", *DDP, cwd=isolated)
+    # 2 epochs: each gloo step costs more than the whole step of this model, and the second epoch's reshuffle,
+    # dealt out to the processes, is what can go wrong (one process's 3-epoch fit is checked in test_cli.py)
+    two_epochs = ["--trainer.max_epochs", "2"]
+    output = run_ddp("fit", *DDP, *two_epochs, cwd=isolated)
     assert "max |learned - true|" in output
     ddp = torch.load(version_dir(isolated, 0) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    single = run_cli("fit", "--config", DEFAULT_CONFIG)
+    single = run_cli("fit", "--config", DEFAULT_CONFIG, *two_epochs)
     # 2 processes x batch 5, gradients averaged = one process x batch 10: the same steps
     assert torch.equal(ddp["linear.weight"], single.model.linear.weight)  # bit-identical, as the README says
     assert torch.equal(ddp["linear.bias"], single.model.linear.bias)
-    assert_near_training_optimum(single, 1e-3)
+    assert_near_training_optimum(single, 1e-2)
     # epoch metrics are reduced across the processes: the numbers are the global ones
     ddp_metrics, single_metrics = (
         metrics(version_dir(isolated, 0) / "metrics.csv"),
