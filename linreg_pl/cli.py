@@ -37,6 +37,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 NAMED_CHECKPOINTS = ("last", "best", "hpc", "registry")  # names Lightning resolves itself
 EXPORT_HINT = "Also: linreg-pl export --ckpt_path CKPT --output model.onnx|model.pt2 (see `export --help`)."
+# the data module's values that the CLI links into the model's arguments of the same name
+LINKED_FROM_DATA = ("num_inputs", "standardization", "feature_names", "encoding")
 RUNS_NAME = "lightning_logs"  # the runs' folder without a logger, as Lightning's own loggers name it
 
 
@@ -87,13 +90,26 @@ class ProjectCLI(LightningCLI):
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # each applies where both classes have the argument: a user's model without it is left alone
-        parser.link_arguments("data.num_inputs", "model.init_args.num_inputs", apply_on="instantiate")
-        parser.link_arguments("data.standardization", "model.init_args.standardization", apply_on="instantiate")
-        # a table's column names, kept in the checkpoint for `export` (synthetic data have none)
-        parser.link_arguments("data.feature_names", "model.init_args.feature_names", apply_on="instantiate")
+        # each applies where both classes have the argument: a user's model without it is left alone.
+        # feature_names: a table's input names, kept in the checkpoint for `export` (synthetic data have none);
+        # encoding: a table's columns and their levels, which validate, test and predict encode with
+        for name in LINKED_FROM_DATA:
+            parser.link_arguments(
+                "data", f"model.init_args.{name}", compute_fn=partial(self._linked, name), apply_on="instantiate"
+            )
         # always on, with its own key: `predict --predictions.path out.csv`
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+    def _linked(self, name: str, data: LightningDataModule) -> Any:
+        """The model's `name`: the data module's, except in validate, test and predict from a checkpoint: there
+        LightningCLI has put the checkpoint's hyperparameters into the model's config, and the model keeps them,
+        without asking the data module (a table's data module then need not read its training table)."""
+        model = self.config[self.subcommand]["model"] if self.subcommand else self.config["model"]
+        given = {**(model.get("dict_kwargs") or {}), **dict(model.get("init_args") or {})}
+        from_checkpoint = self.subcommand in ("validate", "test", "predict") and self._ckpt_path(self.config)
+        if from_checkpoint or not hasattr(data, name):
+            return given.get(name)
+        return getattr(data, name)
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:

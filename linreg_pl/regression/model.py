@@ -83,6 +83,9 @@ class LinearRegression(LightningModule):
             target's original units: `Standardize` layers are part of the network and of its checkpoint.
         feature_names: the name of each input column, in input order (the CLI links them from a table's
             data module), or None; kept in the checkpoint so an exported model says what it takes.
+        encoding: each table column, in input order, with its levels (a text column: indicator columns for
+            all but the first) or None (a number column), linked from a table's data module; kept in the
+            checkpoint so that validate, test and predict encode new tables as in training.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class LinearRegression(LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         standardization: dict[str, list[float]] | None = None,
         feature_names: list[str] | None = None,
+        encoding: dict[str, list[str] | None] | None = None,
     ) -> None:
         super().__init__()
         # the optimiser and scheduler are callables: the CLI's saved config.yaml records them instead

@@ -333,7 +333,6 @@ class CSVByteRanges:
             for name in columns
         }
 
-
     def read_arrow(self, i: int, columns: list[str], types: dict[str, Any] | None = None) -> Any:
         """Range `i` as a `pyarrow.Table`, missing cells null; `types` fixes columns' types (so that every
         range agrees on which columns are text), pyarrow infers the others."""
@@ -357,6 +356,7 @@ class CSVByteRanges:
                 "read the table in memory (configs/csv.yaml) or convert it to Parquet"
             )
         return table
+
 
 def _count_rows(block: bytes) -> int:
     """Lines of `block` that are not blank (pyarrow skips blank lines); `\r\n` endings allowed."""
