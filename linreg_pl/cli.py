@@ -37,7 +37,6 @@ import signal
 import sys
 import warnings
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,13 @@ from typing_extensions import override
 
 from linreg_pl.callbacks import DivergenceError, PredictionWriter
 from linreg_pl.checkpoint_io import CheckpointWriteError
-from linreg_pl.checkpoints import check_checkpoint, load_datamodule, load_module, read_checkpoint
+from linreg_pl.checkpoints import (
+    LINKS_FROM_CHECKPOINT,
+    check_checkpoint,
+    load_datamodule,
+    load_module,
+    read_checkpoint,
+)
 from linreg_pl.errors import ConfigError
 
 PROG = "linreg-pl"
@@ -94,22 +99,9 @@ class ProjectCLI(LightningCLI):
         # feature_names: a table's input names, kept in the checkpoint for `export` (synthetic data have none);
         # encoding: a table's columns and their levels, which validate, test and predict encode with
         for name in LINKED_FROM_DATA:
-            parser.link_arguments(
-                "data", f"model.init_args.{name}", compute_fn=partial(self._linked, name), apply_on="instantiate"
-            )
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         # always on, with its own key: `predict --predictions.path out.csv`
         parser.add_lightning_class_args(PredictionWriter, "predictions")
-
-    def _linked(self, name: str, data: LightningDataModule) -> Any:
-        """The model's `name`: the data module's, except in validate, test and predict from a checkpoint: there
-        LightningCLI has put the checkpoint's hyperparameters into the model's config, and the model keeps them,
-        without asking the data module (a table's data module then need not read its training table)."""
-        model = self.config[self.subcommand]["model"] if self.subcommand else self.config["model"]
-        given = {**(model.get("dict_kwargs") or {}), **dict(model.get("init_args") or {})}
-        from_checkpoint = self.subcommand in ("validate", "test", "predict") and self._ckpt_path(self.config)
-        if from_checkpoint or not hasattr(data, name):
-            return given.get(name)
-        return getattr(data, name)
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -125,6 +117,10 @@ class ProjectCLI(LightningCLI):
 
     @override
     def instantiate_classes(self) -> None:
+        # validate/test/predict from a checkpoint: LightningCLI has put the checkpoint's hyperparameters into the
+        # model's config; a data module may then decline the links (see LINKS_FROM_CHECKPOINT)
+        from_checkpoint = self.subcommand in ("validate", "test", "predict") and self._ckpt_path(self.config)
+        token = LINKS_FROM_CHECKPOINT.set(bool(from_checkpoint))
         try:
             super().instantiate_classes()
         except BaseException:
@@ -134,6 +130,8 @@ class ProjectCLI(LightningCLI):
                 except OSError:
                     pass  # something was written there after all
             raise
+        finally:
+            LINKS_FROM_CHECKPOINT.reset(token)
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

@@ -22,6 +22,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from linreg_pl.batches import BatchIndexSampler, RowBatch, TensorBatchLoader, gather
+from linreg_pl.checkpoints import LINKS_FROM_CHECKPOINT
 from linreg_pl.errors import ConfigError
 from linreg_pl.regression.closed_form import NormalEquations
 from linreg_pl.regression.encoding import (
@@ -361,9 +362,18 @@ class TableRegressionDataModule(RegressionDataModule):
     @property
     def encoding(self) -> Encoding:
         """Each feature column's levels (text) or None (numbers), in input order (linked into the model)."""
+        if LINKS_FROM_CHECKPOINT.get() and not self.splits:
+            # the model takes them from its checkpoint: the training table is not read for them
+            raise AttributeError("encoding: the model's checkpoint gives it")
         self._load_splits()
         assert self._encoding is not None
         return self._encoding
+
+    @property
+    def standardization(self) -> dict[str, list[float]] | None:
+        """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
+        self.encoding  # noqa: B018 (from a checkpoint, an AttributeError: the link is left alone)
+        return super().standardization
 
     @property
     def num_inputs(self) -> int:
@@ -425,8 +435,14 @@ class TableRegressionDataModule(RegressionDataModule):
             split_rows = split_rows[torch.from_numpy(~unseen[split_rows.numpy()])]
             # row numbers of the file's data rows (0-based), as predictions name them
             self.splits[split] = (*gather((design, targets), split_rows), torch.from_numpy(kept)[split_rows])
-        self._encoding = encoding
+        self._encoding, self._tensors = encoding, (design, targets)
         return self.splits
+
+    @override
+    def load_tensors(self) -> tuple[Tensor, Tensor]:
+        """The table's rows without a missing value, encoded: `(features [n, d], targets [n])`, float64."""
+        self._load_splits()
+        return self._tensors
 
     @override
     def load_predict_tensors(self) -> tuple[Tensor, Tensor] | None:
