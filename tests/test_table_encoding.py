@@ -43,7 +43,7 @@ def test_text_columns_are_dummy_coded_levels_go_into_the_checkpoint_and_missing_
     assert cli.model.hparams.feature_names == ["x", "color=green", "color=red", "ok=yes"]
     checkpoint = torch.load(version_dir(isolated) / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["encoding"]["color"] == ["blue", "green", "red"]
-    # the exact optimum is least squares on the dummy-coded design of the training split
+    # the exact optimum is least squares on the dummy-coded design of the training split (held as float32)
     train_rows = cli.datamodule.splits["train"][2].numpy()
     data = [rows[1 + r] for r in train_rows]
     design = np.array([[float(r[0]), r[1] == "green", r[1] == "red", r[2] == "yes", 1.0] for r in data], dtype=float)
@@ -51,7 +51,7 @@ def test_text_columns_are_dummy_coded_levels_go_into_the_checkpoint_and_missing_
     with open(version_dir(isolated) / "parameters.csv") as handle:
         written = list(csv.DictReader(handle))
     assert [r["parameter"] for r in written] == ["x", "color=green", "color=red", "ok=yes", "bias"]
-    np.testing.assert_allclose([float(r["optimum"]) for r in written], solution, rtol=1e-6, atol=1e-7)  # the splits train as float32
+    np.testing.assert_allclose([float(r["optimum"]) for r in written], solution, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose([float(r["learned"]) for r in written], solution, atol=0.05)
     assert all(r["true"] == "" for r in written)
 
