@@ -15,7 +15,7 @@ from linreg_pl.errors import ConfigError
 from linreg_pl.regression.data import TableRegressionDataModule
 
 CSV = str(ROOT / "configs" / "csv.yaml")
-QUICK = ["--trainer.max_epochs", "4", "--model.scheduler.init_args.T_max", "4", "--data.batch_size", "20"]
+QUICK = ["--trainer.max_epochs", "20", "--model.scheduler.init_args.T_max", "20", "--data.batch_size", "20"]
 
 
 def write(path, rows: list[list]) -> None:

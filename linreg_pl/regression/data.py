@@ -144,6 +144,7 @@ class RegressionDataModule(LightningDataModule):
     """
 
     feature_names: list[str] | None = None  # column names, for tables (the CLI links them into the model)
+    encoding: dict[str, list[str] | None] | None = None  # a table's columns and levels (linked likewise)
 
     def __init__(
         self,
