@@ -144,8 +144,10 @@ class ParameterReport(Callback):
         if true_w is not None:
             self.result["max_error"] = max(float((learned_w - true_w).abs().max()), abs(float(learned_b) - true_b))
         names = [*parameter_names(pl_module, len(learned_w)), "bias"]
+        # every process asks: `trainer.log_dir` broadcasts rank zero's directory to the others under DDP
+        path = os.path.join(trainer.log_dir or ".", "parameters.csv")
         if trainer.is_global_zero:
-            self._write_parameters(trainer, names, learned_w, learned_b, closed_w, closed_b, true_w, true_b)
+            self._write_parameters(path, names, learned_w, learned_b, closed_w, closed_b, true_w, true_b)
             print(self._table(names, learned_w, learned_b, closed_w, closed_b, true_w, true_b), flush=True)
             if "objective_ratio" in self.result:
                 print(self._ratio_line(), flush=True)
@@ -214,9 +216,8 @@ class ParameterReport(Callback):
             )
         return line
 
-    def _write_parameters(self, trainer, names, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> None:
+    def _write_parameters(self, path, names, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> None:
         """`<log_dir>/parameters.csv`: parameter,learned,optimum,true, every value in full (repr of the float64)."""
-        path = os.path.join(trainer.log_dir or ".", "parameters.csv")
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         columns = [
             [*learned_w.double().tolist(), float(learned_b)],
