@@ -286,7 +286,8 @@ class PredictionWriter(BasePredictionWriter):
     Never holds all predictions: each process appends its batches to its own part file beside `path`
     (`<path>.part-<rank>`) as they come, and rank zero merges the parts by row number, line by line
     (`heapq.merge`), into `path`, then removes them. A process whose rows do not ascend (a shuffled loader)
-    sorts its own part in memory first. With several nodes, `path` must be on a filesystem they share.
+    sorts its own part in memory first. With several nodes, `path` must be on a filesystem they share. A NaN
+    prediction is written as an empty cell.
 
     Args:
         path: the CSV file to write; None writes `predictions.csv` in the run's log directory.
@@ -355,7 +356,9 @@ class PredictionWriter(BasePredictionWriter):
             )
         self._ascending &= bool(rows[0] > self._last_row) and bool((rows[1:] > rows[:-1]).all())
         self._last_row = int(rows[-1])
-        csv.writer(self._part).writerows(zip(rows.tolist(), *(c.tolist() for c in columns), strict=True))
+        # a NaN (a row the model could not predict, e.g. a missing input) is an empty cell
+        cells = [[None if v != v else v for v in c.tolist()] if c.is_floating_point() else c.tolist() for c in columns]
+        csv.writer(self._part).writerows(zip(rows.tolist(), *cells, strict=True))
 
     @override
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import importlib
 import os
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 
 from linreg_pl.errors import ConfigError
+
+# True while the CLI instantiates the classes of validate, test or predict from a checkpoint, whose model
+# hyperparameters LightningCLI has already put into the model's config. A data module whose linked values
+# (`num_inputs`, `feature_names`, ...) cost a read of its training data may then raise AttributeError for them:
+# jsonargparse leaves a link whose source attribute is missing alone, so the model keeps the checkpoint's values.
+LINKS_FROM_CHECKPOINT: ContextVar[bool] = ContextVar("LINKS_FROM_CHECKPOINT", default=False)
 
 
 def read_checkpoint(path: str) -> dict[str, Any]:

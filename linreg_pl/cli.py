@@ -51,7 +51,13 @@ from typing_extensions import override
 
 from linreg_pl.callbacks import DivergenceError, PredictionWriter
 from linreg_pl.checkpoint_io import CheckpointWriteError
-from linreg_pl.checkpoints import check_checkpoint, load_datamodule, load_module, read_checkpoint
+from linreg_pl.checkpoints import (
+    LINKS_FROM_CHECKPOINT,
+    check_checkpoint,
+    load_datamodule,
+    load_module,
+    read_checkpoint,
+)
 from linreg_pl.errors import ConfigError
 
 PROG = "linreg-pl"
@@ -60,6 +66,8 @@ BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 NAMED_CHECKPOINTS = ("last", "best", "hpc", "registry")  # names Lightning resolves itself
 EXPORT_HINT = "Also: linreg-pl export --ckpt_path CKPT --output model.onnx|model.pt2 (see `export --help`)."
+# the data module's values that the CLI links into the model's arguments of the same name
+LINKED_FROM_DATA = ("num_inputs", "standardization", "feature_names", "encoding")
 RUNS_NAME = "lightning_logs"  # the runs' folder without a logger, as Lightning's own loggers name it
 
 
@@ -87,11 +95,11 @@ class ProjectCLI(LightningCLI):
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # each applies where both classes have the argument: a user's model without it is left alone
-        parser.link_arguments("data.num_inputs", "model.init_args.num_inputs", apply_on="instantiate")
-        parser.link_arguments("data.standardization", "model.init_args.standardization", apply_on="instantiate")
-        # a table's column names, kept in the checkpoint for `export` (synthetic data have none)
-        parser.link_arguments("data.feature_names", "model.init_args.feature_names", apply_on="instantiate")
+        # each applies where both classes have the argument: a user's model without it is left alone.
+        # feature_names: a table's input names, kept in the checkpoint for `export` (synthetic data have none);
+        # encoding: a table's columns and their levels, which validate, test and predict encode with
+        for name in LINKED_FROM_DATA:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         # always on, with its own key: `predict --predictions.path out.csv`
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
@@ -110,6 +118,10 @@ class ProjectCLI(LightningCLI):
 
     @override
     def instantiate_classes(self) -> None:
+        # validate/test/predict from a checkpoint: LightningCLI has put the checkpoint's hyperparameters into the
+        # model's config; a data module may then decline the links (see LINKS_FROM_CHECKPOINT)
+        from_checkpoint = self.subcommand in ("validate", "test", "predict") and self._ckpt_path(self.config)
+        token = LINKS_FROM_CHECKPOINT.set(bool(from_checkpoint))
         try:
             super().instantiate_classes()
             # the loggers have their reserved version and save_dir under the root; the saved config.yaml keeps
@@ -123,6 +135,8 @@ class ProjectCLI(LightningCLI):
                 except OSError:
                     pass  # something was written there after all
             raise
+        finally:
+            LINKS_FROM_CHECKPOINT.reset(token)
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

@@ -23,7 +23,15 @@ from linreg_pl.cli import main
 
 ONE_EPOCH = ["--trainer.max_epochs", "1"]
 TINY = [*ONE_EPOCH, "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]  # files, not training
-FILES = {"config.yaml", "hparams.yaml", "metrics.csv", "fit.png", "checkpoints/best-0-80.ckpt", "checkpoints/last.ckpt"}
+FILES = {
+    "config.yaml",
+    "hparams.yaml",
+    "metrics.csv",
+    "fit.png",
+    "parameters.csv",
+    "checkpoints/best-0-80.ckpt",
+    "checkpoints/last.ckpt",
+}
 
 
 def tree(root: Path) -> set[str]:
@@ -194,7 +202,7 @@ def test_default_root_dir_holds_the_whole_run(isolated):
 def test_without_a_logger_each_run_still_has_its_own_directory(isolated):
     for _ in range(2):
         run_cli("fit", *ONE_EPOCH, "--trainer.logger", "false")
-    files = {"config.yaml", "fit.png", "checkpoints/best-0-80.ckpt", "checkpoints/last.ckpt"}
+    files = {"config.yaml", "fit.png", "parameters.csv", "checkpoints/best-0-80.ckpt", "checkpoints/last.ckpt"}
     assert tree(isolated) == {f"lightning_logs/version_{v}/{name}" for v in (0, 1) for name in files}
     assert "logger: false" in (version_dir(isolated, 1) / "config.yaml").read_text()
 
@@ -203,7 +211,8 @@ def test_checkpointing_off_writes_no_checkpoint(isolated):
     cli = run_cli("fit", *ONE_EPOCH, "--trainer.enable_checkpointing", "false")
     assert cli.trainer.checkpoint_callbacks == []
     assert tree(isolated) == {
-        f"lightning_logs/version_0/{name}" for name in ("config.yaml", "hparams.yaml", "metrics.csv", "fit.png")
+        f"lightning_logs/version_0/{name}"
+        for name in ("config.yaml", "hparams.yaml", "metrics.csv", "fit.png", "parameters.csv")
     }
 
 

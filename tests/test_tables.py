@@ -270,8 +270,9 @@ def test_bad_parquet_files_are_one_line_errors(tmp_path, monkeypatch):
             "text.parquet: column 'name' has type string; a column must hold integers or floats",
         ),
         (
-            lambda: ParquetRowGroups("text.parquet"),
-            "text.parquet: column 'name' has type string; a column must hold integers or floats",
+            lambda: ParquetRowGroups("text.parquet").read(0),
+            "text.parquet: row group 0, column 'name' has type string; read as numbers, a column must hold integers "
+            "or floats",
         ),
         (lambda: read_table("null.parquet"), "null.parquet: column 'x' has an empty (null) value in data row 2"),
         (lambda: read_table("none.parquet"), "none.parquet: the table holds no data rows"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,9 +22,22 @@ from torch import Tensor
 from typing_extensions import override
 
 from linreg_pl.batches import BatchIndexSampler, RowBatch, TensorBatchLoader, gather
+from linreg_pl.checkpoints import LINKS_FROM_CHECKPOINT
 from linreg_pl.errors import ConfigError
 from linreg_pl.regression.closed_form import NormalEquations
-from linreg_pl.regression.tables import column_names, read_table
+from linreg_pl.regression.encoding import (
+    Encoded,
+    Encoding,
+    column_counts,
+    describe,
+    encode,
+    find_encoding,
+    input_names,
+    is_text,
+    target_values,
+    texts,
+)
+from linreg_pl.regression.tables import column_names, read_arrow, read_table
 
 Split = tuple[Tensor, ...]
 
@@ -140,6 +153,7 @@ class RegressionDataModule(LightningDataModule):
     """
 
     feature_names: list[str] | None = None  # column names, for tables (the CLI links them into the model)
+    encoding: dict[str, list[str] | None] | None = None  # a table's columns and levels (linked likewise)
 
     def __init__(
         self,
@@ -196,15 +210,18 @@ class RegressionDataModule(LightningDataModule):
         statistics.update(*self._load_splits()["train"][:2])
         return statistics.standardization()
 
+    def split_rows(self, num_examples: int) -> dict[str, Tensor]:
+        """Each split's rows, chosen by a permutation seeded with `seed`, ascending."""
+        num_train, num_val, _ = self.split_sizes(num_examples)
+        order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(self.seed))
+        parts = torch.split(order, [num_train, num_val, num_examples - num_train - num_val])
+        # rows stay sorted so that a split keeps the input order (predictions come out in it)
+        return {split: rows.sort().values for split, rows in zip(("train", "val", "test"), parts, strict=True)}
+
     def _load_splits(self) -> dict[str, Split]:
         if not self.splits:
             features, targets = self.load_tensors()
-            num_train, num_val, _ = self.split_sizes(len(features))
-            order = torch.randperm(len(features), generator=torch.Generator().manual_seed(self.seed))
-            parts = torch.split(order, [num_train, num_val, len(features) - num_train - num_val])
-            for split, rows in zip(("train", "val", "test"), parts, strict=True):
-                # rows stay sorted so that a split keeps the input order (predictions come out in it)
-                rows = rows.sort().values
+            for split, rows in self.split_rows(len(features)).items():
                 self.splits[split] = (*gather((features, targets), rows), rows)
         return self.splits
 
@@ -213,10 +230,11 @@ class RegressionDataModule(LightningDataModule):
         # In-memory data live on the GPU once, not copied there batch by batch.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         dtype = training_dtype(self.trainer)
-        for split, tensors in self._load_splits().items():
-            self.splits[split] = tuple(_for_training(t, device, dtype) for t in tensors)
+        given = self.load_predict_tensors() if stage == "predict" else None
+        if given is None:  # a predict table of its own needs nothing of the training data
+            for split, tensors in self._load_splits().items():
+                self.splits[split] = tuple(_for_training(t, device, dtype) for t in tensors)
         if stage == "predict":
-            given = self.load_predict_tensors()
             features, rows = (self.splits["test"][0], self.splits["test"][2]) if given is None else given
             self.splits["predict"] = (_for_training(features, device, dtype), rows.to(device))
 
@@ -316,11 +334,20 @@ class TableRegressionDataModule(RegressionDataModule):
     Features and target are standardised with training-split statistics that the model stores, so
     `predict` on a new file of raw features gives predictions in the original units.
 
+    Text, category and yes/no columns become indicator columns (`linreg_pl.regression.encoding`): their
+    levels are found on the training split, and `encoding`, linked into the model by the CLI, keeps them in
+    its checkpoint. Validate and test use the model's encoding; predict on `predict_path` takes the feature
+    columns and levels from the model alone and never reads `path`. Rows with a missing value are left out of
+    training (`missing: drop`, one line says how many, by column) or refused (`missing: error`); a predict row
+    with a missing value or a level the training split did not hold gets an empty prediction (one line counts
+    them, by column). `path` is read when first needed: when the CLI links the inputs into the model, or in
+    `setup`.
+
     Args:
         path: the table. In a `.npy` file the columns are named "0", "1", ...
         target: name of the label column.
         features: names of the feature columns; None means every column but `target`.
-        predict_path: a table of raw features to predict on (the target column may be missing);
+        predict_path: a table of raw features to predict on (the target column, if present, is ignored);
             None predicts on the test split of `path`.
         batch_size: examples per batch.
         val_fraction: share of the rows held out for validation, in [0, 1).
@@ -329,6 +356,8 @@ class TableRegressionDataModule(RegressionDataModule):
         standardize: standardise features and target with training-split statistics (and give the model the
             design's QR factor, with which it preconditions SGD; see `LinearRegression`).
         min_batches_per_epoch: repeat the training split within an epoch up to at least this many batches.
+        missing: `drop` leaves rows with a missing value (in a feature used or the target) out, as R's
+            na.omit; `error` refuses the table at the first one.
     """
 
     def __init__(
@@ -343,33 +372,147 @@ class TableRegressionDataModule(RegressionDataModule):
         seed: int = 0,
         standardize: bool = True,
         min_batches_per_epoch: int = 0,
+        missing: Literal["drop", "error"] = "drop",
     ) -> None:
         super().__init__(batch_size, val_fraction, test_fraction, seed, standardize, min_batches_per_epoch)
+        if missing not in ("drop", "error"):
+            raise ConfigError(f"{type(self).__name__}: missing must be 'drop' or 'error', got {missing!r}")
         self.path = path
         self.target = target
         self.predict_path = predict_path
-        self.features = feature_columns(path, target, features)
-        # Read now: a bad file is reported before training starts, and num_inputs is known for the model.
-        # Float64 until `setup`: the standardisation statistics are computed in float64.
-        columns = read_table(path, [*self.features, target])
-        self._features = torch.from_numpy(np.stack([columns[c] for c in self.features], axis=1))
-        self._targets = torch.tensor(columns[target])  # a copy: pyarrow's arrays are read-only
-        self.split_sizes(len(self._targets))
-        self.num_inputs = len(self.features)
+        self.features = features
+        self.missing = missing
+        self._encoding: Encoding | None = None
+
+    @property
+    def encoding(self) -> Encoding:
+        """Each feature column's levels (text) or None (numbers), in input order (linked into the model)."""
+        if LINKS_FROM_CHECKPOINT.get() and not self.splits:
+            # the model takes them from its checkpoint: the training table is not read for them
+            raise AttributeError("encoding: the model's checkpoint gives it")
+        self._load_splits()
+        assert self._encoding is not None
+        return self._encoding
+
+    @property
+    def standardization(self) -> dict[str, list[float]] | None:
+        """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
+        self.encoding  # noqa: B018 (from a checkpoint, an AttributeError: the link is left alone)
+        return super().standardization
+
+    @property
+    def num_inputs(self) -> int:
+        """The model's inputs: one per number column, one per level but the first of each text column."""
+        return len(input_names(self.encoding))
 
     @property
     def feature_names(self) -> list[str]:
-        """The feature columns in the model's input order (linked into the model by the CLI)."""
-        return self.features
+        """The model's inputs by name, `column=level` for indicators (linked into the model by the CLI)."""
+        return input_names(self.encoding)
+
+    def _model_encoding(self) -> Encoding | None:
+        """The encoding the model at hand was trained with (from its hyperparameters), if any."""
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        hparams = getattr(model, "hparams", {}) or {}
+        if hparams.get("encoding"):
+            return dict(hparams["encoding"])
+        if hparams.get("feature_names"):  # a checkpoint from before encodings: every input a number column
+            return dict.fromkeys(hparams["feature_names"])
+        return None
+
+    @override
+    def _load_splits(self) -> dict[str, Split]:
+        if self.splits:
+            return self.splits
+        features = feature_columns(self.path, self.target, self.features)
+        encoding = self._model_encoding()
+        columns = list(encoding) if encoding is not None else features
+        table = read_arrow(self.path, [*columns, self.target])
+        kinds = encoding or dict.fromkeys(features)  # numbers for now: only the missing cells are looked at
+        # which rows miss a value: numbers NaN, text null (levels do not matter yet)
+        missing = {name: np.asarray(is_null_or_nan(table.column(name))) for name in [*columns, self.target]}
+        bad = np.zeros(table.num_rows, dtype=bool)
+        for mask in missing.values():
+            bad |= mask
+        if bad.any():
+            counts = column_counts(missing)
+            if self.missing == "error":
+                raise missing_error(self.path, [*columns, self.target], table, counts)
+            left_out = f"left out {int(bad.sum())} of {table.num_rows} rows"
+            print(f"{self.path}: {left_out} with a missing value ({describe(counts)})", flush=True)
+        kept = np.flatnonzero(~bad)
+        table = table.take(kept)
+        rows = self.split_rows(table.num_rows)
+        if encoding is None:
+            encoding = find_encoding(table.take(rows["train"].numpy()), list(kinds), f"{self.path} (training split)")
+        encoded = encode(table, encoding, self.path)
+        targets = torch.from_numpy(target_values(table, self.target, self.path))
+        design = torch.from_numpy(encoded.features)
+        unseen = encoded.unusable()
+        if unseen.any():
+            counts = column_counts(encoded.unseen)
+            print(
+                f"{self.path}: left out {int(unseen.sum())} validation/test rows with a level the training split does "
+                f"not hold ({describe(counts)})",
+                flush=True,
+            )
+        for split, split_rows in rows.items():
+            split_rows = split_rows[torch.from_numpy(~unseen[split_rows.numpy()])]
+            # row numbers of the file's data rows (0-based), as predictions name them
+            self.splits[split] = (*gather((design, targets), split_rows), torch.from_numpy(kept)[split_rows])
+        self._encoding, self._tensors = encoding, (design, targets)
+        return self.splits
 
     @override
     def load_tensors(self) -> tuple[Tensor, Tensor]:
-        return self._features, self._targets
+        """The table's rows without a missing value, encoded: `(features [n, d], targets [n])`, float64."""
+        self._load_splits()
+        return self._tensors
 
     @override
     def load_predict_tensors(self) -> tuple[Tensor, Tensor] | None:
         if self.predict_path is None:
             return None
-        columns = read_table(self.predict_path, self.features)
-        features = torch.from_numpy(np.stack([columns[c] for c in self.features], axis=1))
+        encoding = self._model_encoding() or self.encoding
+        table = read_arrow(self.predict_path, list(encoding))
+        encoded = encode(table, encoding, self.predict_path)
+        features = torch.from_numpy(encoded.features)
+        unusable = encoded.unusable()
+        features[torch.from_numpy(unusable)] = float("nan")  # the model's prediction is NaN: an empty cell
+        report_unpredictable(self.predict_path, encoded, unusable)
         return features, torch.arange(len(features))
+
+
+def is_null_or_nan(column: Any) -> np.ndarray:
+    """Missing cells of a column: null, NaN, or a text of `MISSING_TEXT`."""
+    import pyarrow.compute as pc
+
+    if is_text(column.type):
+        return np.asarray(pc.is_null(texts(column)).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def missing_error(path: str, columns: list[str], table: Any, counts: dict[str, int]) -> ConfigError:
+    """`missing: error`: the one-line error of the strict number reader for the first number column that misses a
+    value, else (a text column) one of our own."""
+    numeric = [name for name in columns if name in counts and not is_text(table.column(name).type)]
+    if numeric:
+        try:
+            read_table(path, numeric)
+        except ConfigError as error:
+            return error
+    name = next(iter(counts))
+    row = int(np.argmax(is_null_or_nan(table.column(name)))) + 1
+    return ConfigError(f"{path}: column {name!r} has a missing value in data row {row}; or give missing: drop")
+
+
+def report_unpredictable(path: str, encoded: Encoded, unusable: np.ndarray) -> None:
+    """One line counting the rows that get no prediction, by column and reason."""
+    if not unusable.any():
+        return
+    reasons = []
+    if counts := column_counts(encoded.missing):
+        reasons.append(f"a missing value ({describe(counts)})")
+    if counts := column_counts(encoded.unseen):
+        reasons.append(f"a level not seen in training ({describe(counts)})")
+    print(f"{path}: {int(unusable.sum())} rows get no prediction: {'; '.join(reasons)}", flush=True)

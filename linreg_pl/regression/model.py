@@ -129,6 +129,9 @@ class LinearRegression(LightningModule):
             target's original units: `Standardize` layers are part of the network and of its checkpoint.
         feature_names: the name of each input column, in input order (the CLI links them from a table's
             data module), or None; kept in the checkpoint so an exported model says what it takes.
+        encoding: each table column, in input order, with its levels (a text column: indicator columns for
+            all but the first) or None (a number column), linked from a table's data module; kept in the
+            checkpoint so that validate, test and predict encode new tables as in training.
         bias: fit the intercept b; False fits y = x·w. Standardising then only scales features and target
             (no centring, which would need a bias), so y = x·w stays exact in the standardised units.
     """
@@ -143,6 +146,7 @@ class LinearRegression(LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         standardization: dict[str, list[float] | list[list[float]]] | None = None,
         feature_names: list[str] | None = None,
+        encoding: dict[str, list[str] | None] | None = None,
         bias: bool = True,
     ) -> None:
         super().__init__()

@@ -8,6 +8,7 @@ linear regression) gets nothing from it, so configs of other models leave it out
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from typing import Any
@@ -63,6 +64,7 @@ class ParameterReport(Callback):
         self.rates: list[float] = []
         self.history: dict[str, list[float]] = {"epoch": [], "train/loss": [], "val/loss": []}
         self.path: str | None = None  # the picture, once drawn
+        self.parameters_path: str | None = None  # parameters.csv, once written
         self._restart_clock()
 
     def _restart_clock(self) -> None:
@@ -149,8 +151,12 @@ class ParameterReport(Callback):
                     self.result["scores"][f"learned {split}"] = _scores(x @ learned_w.double() + learned_b.double(), y)
         if true_w is not None:
             self.result["max_error"] = max(float((learned_w - true_w).abs().max()), abs(float(learned_b) - true_b))
+        names = [*parameter_names(pl_module, len(learned_w)), "bias"]
+        # every process asks: `trainer.log_dir` broadcasts rank zero's directory to the others under DDP
+        path = os.path.join(trainer.log_dir or ".", "parameters.csv")
         if trainer.is_global_zero:
-            print(self._table(learned_w, learned_b, closed_w, closed_b, true_w, true_b), flush=True)
+            self._write_parameters(path, names, learned_w, learned_b, closed_w, closed_b, true_w, true_b)
+            print(self._table(names, learned_w, learned_b, closed_w, closed_b, true_w, true_b), flush=True)
             if "objective_ratio" in self.result:
                 print(self._ratio_line(), flush=True)
                 print(self._condition_line(), flush=True)
@@ -188,7 +194,7 @@ class ParameterReport(Callback):
         if true_w is not None and true_b is not None and hasattr(pl_module, "learned_parameters"):
             learned_w, learned_b = pl_module.learned_parameters()
             learned, truth = [*learned_w.tolist(), float(learned_b)], [*true_w.tolist(), float(true_b)]
-            names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
+            names = [*parameter_names(pl_module, len(learned_w)), "bias"]
         figure = plot_fit(
             path,
             epochs=self.history["epoch"],
@@ -229,24 +235,50 @@ class ParameterReport(Callback):
             )
         return line
 
-    def _table(self, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> str:
-        names = [f"w[{i}]" for i in range(len(learned_w))] + ["b"]
+    def _write_parameters(self, path, names, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> None:
+        """`<log_dir>/parameters.csv`: parameter,learned,optimum,true, every value in full (repr of the float64)."""
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        columns = [
+            [*learned_w.double().tolist(), float(learned_b)],
+            [*closed_w.tolist(), float(closed_b)] if closed_w is not None else None,
+            [*true_w.double().tolist(), float(true_b)] if true_w is not None else None,
+        ]
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["parameter", "learned", "optimum", "true"])
+            for i, name in enumerate(names):
+                writer.writerow([name, *("" if c is None else repr(c[i]) for c in columns)])
+        self.parameters_path = path
+
+    def _table(self, names, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> str:
         learned = [*learned_w.tolist(), float(learned_b)]
         closed = [*closed_w.tolist(), float(closed_b)] if closed_w is not None else None
         truth = [*true_w.tolist(), true_b] if true_w is not None else None
         kind = self.result.get("kind", "closed-form")
         reference, against = (truth, "true") if truth is not None else (closed, kind)
         errors = [abs(a - b) for a, b in zip(learned, reference, strict=True)] if reference else None
-        header = f"{'parameter':<10}{'true':>12}{kind:>15}{'learned':>12}"
-        lines = ["", header + (f"  {f'|learned - {against}|':>22}" if errors else "")]
         rows = list(range(len(names)))
         if len(names) > self.max_rows:  # the largest errors, or the first rows when nothing to compare with
             rows = sorted(sorted(rows, key=lambda i: -errors[i])[: self.max_rows]) if errors else rows[: self.max_rows]
+        cells = [["parameter", "true", kind, "learned", *([f"|learned - {against}|"] if errors else [])]]
         for i in rows:
-            true_cell = f"{truth[i]:>12.4f}" if truth else f"{'-':>12}"
-            closed_cell = f"{closed[i]:>15.4f}" if closed else f"{'-':>15}"
-            error_cell = f"{errors[i]:>24.2e}" if errors else ""
-            lines.append(f"{names[i]:<10}{true_cell}{closed_cell}{learned[i]:>12.4f}{error_cell}")
+            cells.append(
+                [
+                    names[i],
+                    f"{truth[i]:.6g}" if truth else "-",
+                    f"{closed[i]:.6g}" if closed else "-",
+                    f"{learned[i]:.6g}",
+                    *([f"{errors[i]:.2e}"] if errors else []),
+                ]
+            )
+        # columns as wide as their widest cell, two spaces apart: wide numbers never run together
+        widths = [max(len(row[j]) for row in cells) for j in range(len(cells[0]))]
+        lines = [""]
+        for row in cells:
+            padded = [
+                cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            lines.append("  ".join(padded))
         if len(names) > self.max_rows:
             lines.append(f"({len(names)} parameters, {self.max_rows} shown)")
         if errors:
@@ -256,6 +288,13 @@ class ParameterReport(Callback):
             for name, (mse, r2) in self.result["scores"].items():
                 lines.append(f"{name:<20}{mse:>12.4e}{r2:>12.6f}")
         return "\n".join(lines)
+
+
+def parameter_names(pl_module: LightningModule, count: int) -> list[str]:
+    """The weights' names: the model's `feature_names` (a table's columns, `column=level` for indicators),
+    else x0, x1, ..."""
+    names = getattr(pl_module, "hparams", {}).get("feature_names")
+    return list(names) if names and len(names) == count else [f"x{i}" for i in range(count)]
 
 
 def _kind(l1: float, l2: float) -> str:

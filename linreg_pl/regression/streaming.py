@@ -269,6 +269,7 @@ class SyntheticStreamDataModule(LightningDataModule):
 
     # what the CLI links into the model: synthetic columns have no names, N(0, 1) features need no standardising
     feature_names: list[str] | None = None
+    encoding: dict[str, list[str] | None] | None = None  # synthetic inputs are all numbers
     standardization: dict[str, list[float]] | None = None
 
     def __init__(
@@ -564,6 +565,11 @@ class TableStreamDataModule(LightningDataModule):
     def feature_names(self) -> list[str]:
         """The feature columns in the model's input order (linked into the model by the CLI)."""
         return self.features
+
+    @property
+    def encoding(self) -> dict[str, list[str] | None]:
+        """Every feature a number column (a streamed table's text columns are not encoded yet)."""
+        return dict.fromkeys(self.features)
 
     def _loader(self, chunks: TableChunks) -> StreamingLoader:
         trainer = self.trainer

@@ -90,6 +90,62 @@ def column_names(path: str) -> list[str]:
     return _csv_layout(source).names
 
 
+# what a CSV cell holding no value says; `linreg_pl.regression.encoding` counts the same texts as missing
+MISSING_TEXT = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
+
+
+def read_arrow(path: str, columns: list[str] | None = None) -> Any:
+    """Columns of a CSV, Parquet, .npz or .npy table as a `pyarrow.Table` of their own types (numbers, text,
+    booleans, Parquet dictionaries), missing cells null: the input of `linreg_pl.regression.encoding`.
+
+    A CSV column's type is pyarrow's inference; an empty cell or one of `MISSING_TEXT` is null. Other errors
+    (a missing file or column, a row of the wrong length) are the one-line errors of `read_table`.
+    """
+    pa = _pyarrow_module("pyarrow", path)
+    source = Path(path)
+    if _is_parquet(path):
+        pq = _pyarrow_module("pyarrow.parquet", path)
+        parts = []
+        for file in _parquet_files(path):
+            with _open_parquet(pq, file) as parquet:
+                if columns is None:
+                    columns = list(parquet.schema_arrow.names)
+                _check_parquet_columns(file, parquet.schema_arrow, columns)
+                parts.append(parquet.read(columns=columns))
+        table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+    elif not source.is_file():
+        raise ConfigError(f"data file {path!r} does not exist")
+    elif source.suffix.lower() in NUMPY_SUFFIXES:
+        table = pa.table(_read_numpy(source, columns))
+    else:
+        import pyarrow.csv as pa_csv
+
+        layout = _csv_layout(source)
+        columns = _check_csv_columns(source, layout, columns)
+        try:
+            table = pa_csv.read_csv(source, **_typed_csv_options(layout, columns, {}))
+        except pa.ArrowInvalid as error:
+            raise _first_csv_problem(source, layout, columns, error) from None
+    if table.num_rows == 0:
+        raise ConfigError(f"{path}: the file holds no data rows")
+    return table
+
+
+def _typed_csv_options(layout: _CSVLayout, columns: list[str], types: dict[str, Any], **read: Any) -> dict[str, Any]:
+    """pyarrow.csv options that keep missing cells null: `types` fixes some columns' types, pyarrow infers the rest."""
+    import pyarrow.csv as pa_csv
+
+    options = _csv_options(layout, columns, "string", **read)
+    options["convert_options"] = pa_csv.ConvertOptions(
+        column_types=types,
+        include_columns=columns,
+        null_values=list(MISSING_TEXT),
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
+    return options
+
+
 class RowGroup(NamedTuple):
     """One row group of a Parquet table: where it is and how many rows it holds."""
 
@@ -163,6 +219,14 @@ class ParquetRowGroups:
             name: _parquet_column(table.column(name), f"{where}, column {name!r}", group.first_row + 1, dtype)
             for name in columns
         }
+
+    def read_arrow(self, i: int, columns: list[str], types: dict[str, Any] | None = None) -> Any:
+        """Row group `i` as a `pyarrow.Table` of the columns' own types, missing cells null (`types` is
+        for the CSV reader's sake and unused here: a Parquet schema fixes the types)."""
+        pq = _pyarrow_module("pyarrow.parquet", self.path)
+        group = self.row_groups[i]
+        with pq.ParquetFile(group.file) as parquet:
+            return parquet.read_row_group(group.index, columns=columns)
 
 
 def chunked_table(path: str, columns: list[str], chunk_bytes: int = 1 << 24) -> ParquetRowGroups | CSVByteRanges:
@@ -268,6 +332,30 @@ class CSVByteRanges:
             name: _as_finite(table.column(name).to_numpy(), f"{self.file}: column {name!r}", first_row, dtype)
             for name in columns
         }
+
+    def read_arrow(self, i: int, columns: list[str], types: dict[str, Any] | None = None) -> Any:
+        """Range `i` as a `pyarrow.Table`, missing cells null; `types` fixes columns' types (so that every
+        range agrees on which columns are text), pyarrow infers the others."""
+        pa = _pyarrow_module("pyarrow", self.path)
+        import pyarrow.csv as pa_csv
+
+        _check_requested(self.file, columns, self.columns)
+        piece = self.ranges[i]
+        with self.file.open("rb") as handle:
+            handle.seek(piece.start)
+            data = handle.read(piece.stop - piece.start)
+        options = _typed_csv_options(self.layout, columns, types or {}, use_threads=True, skip_rows=0)
+        try:
+            table = pa_csv.read_csv(pa.BufferReader(data), **options)
+        except pa.ArrowInvalid as error:
+            raise _first_csv_problem(self.file, self.layout, columns, error, part=(data, piece.first_line)) from None
+        if table.num_rows != piece.num_rows:
+            raise ConfigError(
+                f"{self.file}: the lines from line {piece.first_line} parse as {table.num_rows} rows, not the "
+                f"{piece.num_rows} lines counted: a quoted cell with a line break? A streamed CSV cannot hold one; "
+                "read the table in memory (configs/csv.yaml) or convert it to Parquet"
+            )
+        return table
 
 
 def _count_rows(block: bytes) -> int:
@@ -502,14 +590,25 @@ def _open_parquet(pq: Any, file: str) -> Any:
         raise ConfigError(f"{file}: not a readable Parquet file ({str(error).splitlines()[0]})") from None
 
 
-def _check_parquet_columns(file: str, schema: Any, columns: list[str]) -> None:
+def _check_parquet_columns(file: str, schema: Any, columns: list[str], numbers_only: bool = False) -> None:
     import pyarrow as pa
 
     _check_requested(Path(file), columns, list(schema.names))
     for name in columns:
         kind = schema.field(name).type
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        if numbers_only and not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
             raise ConfigError(f"{file}: column {name!r} has type {kind}; a column must hold integers or floats")
+        if not (
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_boolean(kind)
+            or pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_dictionary(kind)
+        ):
+            raise ConfigError(
+                f"{file}: column {name!r} has type {kind}; a column must hold numbers, text, booleans or categories"
+            )
 
 
 def _read_parquet(path: str, columns: list[str] | None) -> dict[str, np.ndarray]:
@@ -522,7 +621,7 @@ def _read_parquet(path: str, columns: list[str] | None) -> dict[str, np.ndarray]
             schema, metadata = parquet.schema_arrow, parquet.metadata
         if columns is None:
             columns = list(schema.names)
-        _check_parquet_columns(file, schema, columns)
+        _check_parquet_columns(file, schema, columns, numbers_only=True)
         num_rows.append(metadata.num_rows)
     if sum(num_rows) == 0:
         raise ConfigError(f"{path}: the table holds no data rows")
@@ -540,8 +639,11 @@ def _read_parquet(path: str, columns: list[str] | None) -> dict[str, np.ndarray]
 
 def _parquet_column(column: Any, where: str, first_row: int, dtype: type[np.floating]) -> np.ndarray:
     """A Parquet column as a finite array of `dtype`; `first_row` is the file's data row of its first cell."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        raise ConfigError(f"{where} has type {column.type}; read as numbers, a column must hold integers or floats")
     if column.null_count:
         row = pc.index(pc.is_null(column), True).as_py()
         raise ConfigError(f"{where} has an empty (null) value in data row {first_row + row}")
