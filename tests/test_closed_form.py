@@ -504,3 +504,21 @@ def test_without_intercept_solve_and_objective_fit_y_equal_x_w():
     gram = z.T @ z / len(z) + 0.1 * torch.eye(z.shape[1], dtype=torch.float64)
     expected_ridge = torch.linalg.solve(gram, z.T @ t / len(z)) * target_scale / scale
     torch.testing.assert_close(ridge, expected_ridge, rtol=1e-9, atol=1e-10)
+
+
+def test_the_reports_yardstick_on_a_degree_10_table_in_memory_gets_8_significant_digits(isolated):
+    from conftest import ROOT, run_cli
+
+    # the polynomial design as a table file: the report solves it from the training split it holds in memory
+    features, targets = polynomial_design(10)
+    header = ",".join(f"x{k}" for k in range(1, 11))
+    lines = [",".join(repr(v) for v in [*row, y]) for row, y in zip(features.tolist(), targets.tolist(), strict=True)]
+    (isolated / "poly.csv").write_text(f"{header},y\n" + "\n".join(lines) + "\n")
+    table = ["--config", str(ROOT / "configs" / "csv.yaml"), "--data.path", "poly.csv", "--data.target", "y"]
+    lean = ["--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "false", "--trainer.logger", "false"]
+    cli = run_cli("fit", *table, *lean, "--trainer.precision", "64-true")
+    report = next(c for c in cli.trainer.callbacks if type(c).__name__ == "ParameterReport").result
+    train_x, train_y = (t.double().cpu() for t in cli.datamodule.splits["train"][:2])
+    assert torch.equal(train_x, features[cli.datamodule.splits["train"][2]])  # the file's values, exactly
+    exact_weight, exact_bias = exact_least_squares(train_x, train_y)
+    assert worst_relative_error(report["closed_w"], report["closed_b"], exact_weight, exact_bias) <= 1e-8
