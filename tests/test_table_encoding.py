@@ -72,7 +72,7 @@ def test_predict_reads_only_the_new_table_and_leaves_unpredictable_rows_empty(is
     assert "new.csv: 2 rows get no prediction: a missing value (x: 1); a level not seen in training (color: 1)" in out
     lines = (version_dir(isolated, 1) / "predictions.csv").read_text().splitlines()
     assert lines[0] == "row,prediction" and lines[2:] == ["1,", "2,"]
-    expected = float(weight @ torch.tensor([1.0, 0.0, 1.0, 1.0]) + bias)
+    expected = float(weight @ torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=weight.dtype) + bias)
     assert float(lines[1].split(",")[1]) == pytest.approx(expected, rel=1e-5)
 
 
