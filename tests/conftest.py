@@ -97,6 +97,17 @@ def version_dir(root: Path, version: int = 0) -> Path:
     return root / "lightning_logs" / f"version_{version}"
 
 
+def run_python(command: list[str], cwd: Path, **environment: str) -> str:
+    """`python *command` in a process of its own that imports this checkout and the tests' modules (by class
+    path, as DDP workers do); asserts it succeeds within 5 minutes and returns its output."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **environment)
+    result = subprocess.run(
+        [sys.executable, *command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
 def interrupt_at(step: int, signum: int, *args: str, cwd: Path) -> tuple[int, str]:
     """Runs `python -m linreg_pl fit *args` in a process group of its own, sends `signum` to the whole group
     at global step `step` (as a terminal's Ctrl-C reaches every process), and returns the exit status and

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,6 +15,7 @@ from conftest import (
     assert_near_training_optimum,
     interrupt_at,
     run_cli,
+    run_python,
     version_dir,
 )
 
@@ -28,17 +26,7 @@ DDP = ["--config", DEFAULT_CONFIG, "--config", str(ROOT / "configs" / "ddp.yaml"
 
 def run_ddp(*args: str, cwd) -> str:
     """`python -m linreg_pl ...` with 2 processes; Lightning launches the second one itself."""
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run(
-        [sys.executable, "-m", "linreg_pl", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return run_python(["-m", "linreg_pl", *args], cwd)
 
 
 def test_ctrl_c_stops_every_ddp_process_at_once_and_saves_nothing(isolated):

@@ -9,7 +9,6 @@ user would in tests/user_models.py: a classifier with integer targets and a two-
 from __future__ import annotations
 
 import csv
-import os
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, QUIET, ROOT, version_dir
+from conftest import DEFAULT_CONFIG, QUIET, ROOT, run_python, version_dir
 
 from linreg_pl.callbacks import prediction_columns
 from linreg_pl.cli import main
@@ -121,21 +120,12 @@ def ddp_runs(tmp_path_factory) -> Path:
     """Every experiment fitted for an epoch and then predicting under DDP with 2 CPU processes, all in one
     torchrun launch (tests/ddp_kit.py): <stem>/lightning_logs/version_0 and <stem>.csv for each."""
     directory = tmp_path_factory.mktemp("ddp")
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(2 * len(EXPERIMENTS))]  # distinct free ports
-    environment["KIT_PORTS"] = ",".join(str(s.getsockname()[1]) for s in sockets)
+    ports = ",".join(str(s.getsockname()[1]) for s in sockets)
     for listening in sockets:
         listening.close()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = subprocess.run(
-        [*torchrun, str(ROOT / "tests" / "ddp_kit.py"), *EXPERIMENTS],
-        cwd=directory,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run_python([*torchrun, str(ROOT / "tests" / "ddp_kit.py"), *EXPERIMENTS], directory, KIT_PORTS=ports)
     return directory
 
 
