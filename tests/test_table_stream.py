@@ -201,6 +201,10 @@ def test_bad_tables_are_one_line_errors(isolated):
         module.standardization  # noqa: B018 (the pass reads every training chunk)
     with_null = pa.table({**table, "b": pa.array([*table["b"][:200], None, *table["b"][201:]])})
     pq.write_table(with_null, isolated / "null.parquet", row_group_size=30)
+    named = write_csv(isolated / "named.csv", {**table, "name": np.array([f"person-{i}" for i in range(300)])})
+    with pytest.raises(ConfigError, match=r"named.csv \(training split\): column 'name' holds \d+ different texts"):
+        streamed(named).encoding  # noqa: B018 (a CSV's text column: the levels pass)
+    assert streamed(named, features=["a", "b"]).feature_names == ["a", "b"]
     module = streamed(str(isolated / "null.parquet"), val_fraction=0, test_fraction=0, missing="error")
     with pytest.raises(
         ConfigError, match=r"null.parquet: row group 6, column 'b' has an empty \(null\) value in data row 201"
@@ -212,3 +216,46 @@ def test_more_processes_than_training_chunks_is_refused(tables):
     module = streamed(tables[1]["parquet"])
     with pytest.raises(ConfigError, match="training chunks cannot be shared among 40 processes"):
         TableChunks(module.table, NUMBERS, "y", module.chunk_splits["train"], 16, num_replicas=40, pad=True)
+
+
+def test_streamed_text_and_missing_values_as_in_memory_and_predict_from_the_checkpoint_alone(isolated, capsys):
+    """Text columns dummy-coded with the training chunks' levels, rows with a missing value left out of training
+    (one line), float64 chunks under 64-true; predict reads the new table only, and blanks what it cannot use."""
+    rng = np.random.default_rng(0)
+    n = 600
+    x, color, ok = rng.normal(size=n), rng.choice(["red", "green", "blue"], n), rng.choice([True, False], n)
+    y = 2 * x + 1.5 * (color == "red") - 0.5 * (color == "green") + 3 * ok + 1 + 0.05 * rng.normal(size=n)
+    x_cells, color_cells = [*x], [*color]
+    x_cells[3], color_cells[70] = None, None  # at least one in a training chunk, as asserted below
+    written = pa.table({"x": x_cells, "color": pa.array(color_cells).dictionary_encode(), "ok": ok, "y": y})
+    pq.write_table(written, isolated / "t.parquet", row_group_size=60)  # 10 chunks: 8 train, 1 val, 1 test
+    args = ["--data.path", "t.parquet", "--data.target", "y", "--data.batch_size", "32", "--trainer.max_epochs", "1"]
+    cli = run_cli("fit", *STREAM, *args, "--trainer.precision", "64-true")
+    module = cli.datamodule
+    assert module.encoding == {"x": None, "color": ["blue", "green", "red"], "ok": ["false", "true"]}
+    assert cli.model.hparams.feature_names == ["x", "color=green", "color=red", "ok=true"]
+    assert next(iter(module.train_dataloader()))[0].dtype == torch.float64  # no float32 rounding on the way
+    rows = [r for r in train_rows(module) if r not in (3, 70)]
+    assert len(rows) < len(train_rows(module))  # a missing value fell in training
+    left_out = len(train_rows(module)) - len(rows)
+    assert (
+        f"left out {left_out} of {len(train_rows(module))} training rows with a missing value"
+        in capsys.readouterr().out
+    )
+    design = np.stack([x, color == "green", color == "red", ok], 1).astype(float)[rows]
+    solution = np.linalg.lstsq(np.c_[design, np.ones(len(rows))], y[rows], rcond=None)[0]
+    weight, bias = module.normal_equations.solve()
+    np.testing.assert_allclose([*weight.tolist(), float(bias)], solution, rtol=1e-9, atol=1e-9)
+    ckpt = str(version_dir(isolated) / "checkpoints" / "last.ckpt")
+    new = pa.table({"ok": [True, False, False], "color": ["red", "blue", "pink"], "x": [1.0, None, 0.0]})
+    pq.write_table(new, isolated / "new.parquet")
+    (isolated / "t.parquet").rename(isolated / "gone.parquet")  # predict must not open the training table
+    outputs = {}
+    for name, config in (("stream", STREAM), ("memory", IN_MEMORY)):
+        capsys.readouterr()
+        predict = ["--data.predict_path", "new.parquet", "--predictions.path", f"{name}.csv", "--ckpt_path", ckpt]
+        run_cli("predict", *config, *args[:4], *predict)
+        line = "new.parquet: 2 rows get no prediction: a missing value (x: 1); a level not seen in training (color: 1)"
+        assert line in capsys.readouterr().out
+        outputs[name] = (isolated / f"{name}.csv").read_text().splitlines()
+    assert outputs["stream"] == outputs["memory"] and outputs["stream"][2:] == ["1,", "2,"]
