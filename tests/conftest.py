@@ -26,6 +26,11 @@ SMALL_STREAM = [
     "20000",
     "--data.chunk_size",
     "2000",
+    # the seed's batch and lr, not stream.yaml's (for millions of examples): small runs, their step counts
+    "--data.batch_size",
+    "10",
+    "--model.optimizer.init_args.lr",
+    "0.03",
 ]
 QUIET = ["--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false"]
 

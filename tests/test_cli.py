@@ -195,6 +195,7 @@ DEFAULT = {  # configs/default.yaml on top of it
     "progress_bar": False, "checkpoints": [("", "last"), ("val/loss", "best-{epoch}-{step}")],
     "callbacks": sorted([*BASE["callbacks"], "ParameterReport"]), "averaging_start": None,
 }  # fmt: skip
+AT_SCALE = {"optimizer": ("SGD", 0.1), "batch_size": 4096}  # the streamed configs: millions of rows
 AVERAGED = {"callbacks": sorted([*DEFAULT["callbacks"], "TailWeightAveraging"]), "averaging_start": 0.5}
 # each file in configs/: what it sets, on top of configs/default.yaml (base.yaml: with a user's model of its own)
 CONFIGS = {
@@ -207,8 +208,8 @@ CONFIGS = {
     },
     "ddp.yaml": {**DEFAULT, "strategy": ("DDPStrategy", 2), "batch_size": 5},
     "gpu.yaml": DEFAULT,  # on a CPU machine: see below
-    "stream.yaml": {**DEFAULT, "data": "SyntheticStreamDataModule", "num_workers": 1},
-    "table-stream.yaml": {**DEFAULT, "data": "TableStreamDataModule", "num_workers": 1, "sanity_steps": 0},
+    "stream.yaml": {**DEFAULT, **AT_SCALE, "data": "SyntheticStreamDataModule", "num_workers": 1},
+    "table-stream.yaml": {**DEFAULT, **AT_SCALE, "data": "TableStreamDataModule", "num_workers": 1, "sanity_steps": 0},
     "tensorboard.yaml": {**DEFAULT, "logger": ("TensorBoardLogger", ".", "lightning_logs")},
 }  # fmt: skip
 

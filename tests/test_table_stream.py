@@ -19,6 +19,7 @@ from linreg_pl.regression.streaming import StreamingLoader, TableChunks, TableSt
 STREAM = ["--config", str(ROOT / "configs" / "table-stream.yaml")]
 IN_MEMORY = ["--config", str(ROOT / "configs" / "csv.yaml")]
 FEATURES = ["a", "b", "c"]
+NUMBERS = dict.fromkeys(FEATURES)  # the encoding of an all-number table
 
 
 def linear_table(n: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -89,7 +90,7 @@ def test_every_training_row_once_per_epoch_in_a_fresh_order(kind, num_workers, t
     table, paths = tables
     module = streamed(paths[kind])
     chunks = TableChunks(
-        module.table, FEATURES, "y", module.chunk_splits["train"], 16, shuffle=True, seed=3, row_numbers=True
+        module.table, NUMBERS, "y", module.chunk_splits["train"], 16, shuffle=True, seed=3, row_numbers=True
     )
     loader = StreamingLoader(chunks, num_workers=num_workers)
     epochs = []
@@ -113,7 +114,7 @@ def test_ddp_shares_are_disjoint_with_equal_step_counts(world, tables):
     def share(rank: int, pad: bool, split: str = "train") -> tuple[int, list[int]]:
         # training shares shuffled (epoch 4), evaluation shares in order
         chunks = TableChunks(
-            module.table, FEATURES, "y", module.chunk_splits[split], 16, shuffle=split == "train", seed=1,
+            module.table, NUMBERS, "y", module.chunk_splits[split], 16, shuffle=split == "train", seed=1,
             rank=rank, num_replicas=world, pad=pad, row_numbers=True,
         )  # fmt: skip
         chunks.set_epoch(4)
@@ -186,12 +187,12 @@ def test_bad_tables_are_one_line_errors(isolated):
     table = linear_table(n=300)
     with pytest.raises(ConfigError, match="val_fraction 0.1 of 4 chunks is none; write smaller row groups"):
         pq.write_table(pa.table(table), isolated / "few.parquet", row_group_size=80)
-        streamed(str(isolated / "few.parquet"))
+        streamed(str(isolated / "few.parquet")).chunk_splits  # noqa: B018 (the table is opened when first needed)
     with pytest.raises(ConfigError, match="no target column 'price'"):
-        streamed(str(isolated / "few.parquet"), target="price")
+        streamed(str(isolated / "few.parquet"), target="price").encoding  # noqa: B018
     with pytest.raises(ConfigError, match="only Parquet and CSV tables stream"):
         np.savez(isolated / "t.npz", **table)
-        streamed(str(isolated / "t.npz"))
+        streamed(str(isolated / "t.npz")).encoding  # noqa: B018
     lines = write_csv(isolated / "bad.csv", table) and (isolated / "bad.csv").read_text().splitlines()
     lines[250] = lines[250].replace(lines[250].split(",")[1], "oops", 1)
     (isolated / "bad.csv").write_text("\n".join(lines) + "\n")
@@ -200,7 +201,11 @@ def test_bad_tables_are_one_line_errors(isolated):
         module.standardization  # noqa: B018 (the pass reads every training chunk)
     with_null = pa.table({**table, "b": pa.array([*table["b"][:200], None, *table["b"][201:]])})
     pq.write_table(with_null, isolated / "null.parquet", row_group_size=30)
-    module = streamed(str(isolated / "null.parquet"), val_fraction=0, test_fraction=0)
+    named = write_csv(isolated / "named.csv", {**table, "name": np.array([f"person-{i}" for i in range(300)])})
+    with pytest.raises(ConfigError, match=r"named.csv \(training split\): column 'name' holds \d+ different texts"):
+        streamed(named).encoding  # noqa: B018 (a CSV's text column: the levels pass)
+    assert streamed(named, features=["a", "b"]).feature_names == ["a", "b"]
+    module = streamed(str(isolated / "null.parquet"), val_fraction=0, test_fraction=0, missing="error")
     with pytest.raises(
         ConfigError, match=r"null.parquet: row group 6, column 'b' has an empty \(null\) value in data row 201"
     ):
@@ -210,4 +215,47 @@ def test_bad_tables_are_one_line_errors(isolated):
 def test_more_processes_than_training_chunks_is_refused(tables):
     module = streamed(tables[1]["parquet"])
     with pytest.raises(ConfigError, match="training chunks cannot be shared among 40 processes"):
-        TableChunks(module.table, FEATURES, "y", module.chunk_splits["train"], 16, num_replicas=40, pad=True)
+        TableChunks(module.table, NUMBERS, "y", module.chunk_splits["train"], 16, num_replicas=40, pad=True)
+
+
+def test_streamed_text_and_missing_values_as_in_memory_and_predict_from_the_checkpoint_alone(isolated, capsys):
+    """Text columns dummy-coded with the training chunks' levels, rows with a missing value left out of training
+    (one line), float64 chunks under 64-true; predict reads the new table only, and blanks what it cannot use."""
+    rng = np.random.default_rng(0)
+    n = 600
+    x, color, ok = rng.normal(size=n), rng.choice(["red", "green", "blue"], n), rng.choice([True, False], n)
+    y = 2 * x + 1.5 * (color == "red") - 0.5 * (color == "green") + 3 * ok + 1 + 0.05 * rng.normal(size=n)
+    x_cells, color_cells = [*x], [*color]
+    x_cells[3], color_cells[70] = None, None  # at least one in a training chunk, as asserted below
+    written = pa.table({"x": x_cells, "color": pa.array(color_cells).dictionary_encode(), "ok": ok, "y": y})
+    pq.write_table(written, isolated / "t.parquet", row_group_size=60)  # 10 chunks: 8 train, 1 val, 1 test
+    args = ["--data.path", "t.parquet", "--data.target", "y", "--data.batch_size", "32", "--trainer.max_epochs", "1"]
+    cli = run_cli("fit", *STREAM, *args, "--trainer.precision", "64-true")
+    module = cli.datamodule
+    assert module.encoding == {"x": None, "color": ["blue", "green", "red"], "ok": ["false", "true"]}
+    assert cli.model.hparams.feature_names == ["x", "color=green", "color=red", "ok=true"]
+    assert next(iter(module.train_dataloader()))[0].dtype == torch.float64  # no float32 rounding on the way
+    rows = [r for r in train_rows(module) if r not in (3, 70)]
+    assert len(rows) < len(train_rows(module))  # a missing value fell in training
+    left_out = len(train_rows(module)) - len(rows)
+    assert (
+        f"left out {left_out} of {len(train_rows(module))} training rows with a missing value"
+        in capsys.readouterr().out
+    )
+    design = np.stack([x, color == "green", color == "red", ok], 1).astype(float)[rows]
+    solution = np.linalg.lstsq(np.c_[design, np.ones(len(rows))], y[rows], rcond=None)[0]
+    weight, bias = module.normal_equations.solve()
+    np.testing.assert_allclose([*weight.tolist(), float(bias)], solution, rtol=1e-9, atol=1e-9)
+    ckpt = str(version_dir(isolated) / "checkpoints" / "last.ckpt")
+    new = pa.table({"ok": [True, False, False], "color": ["red", "blue", "pink"], "x": [1.0, None, 0.0]})
+    pq.write_table(new, isolated / "new.parquet")
+    (isolated / "t.parquet").rename(isolated / "gone.parquet")  # predict must not open the training table
+    outputs = {}
+    for name, config in (("stream", STREAM), ("memory", IN_MEMORY)):
+        capsys.readouterr()
+        predict = ["--data.predict_path", "new.parquet", "--predictions.path", f"{name}.csv", "--ckpt_path", ckpt]
+        run_cli("predict", *config, *args[:4], *predict)
+        line = "new.parquet: 2 rows get no prediction: a missing value (x: 1); a level not seen in training (color: 1)"
+        assert line in capsys.readouterr().out
+        outputs[name] = (isolated / f"{name}.csv").read_text().splitlines()
+    assert outputs["stream"] == outputs["memory"] and outputs["stream"][2:] == ["1,", "2,"]

@@ -411,14 +411,7 @@ class TableRegressionDataModule(RegressionDataModule):
         return input_names(self.encoding)
 
     def _model_encoding(self) -> Encoding | None:
-        """The encoding the model at hand was trained with (from its hyperparameters), if any."""
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        hparams = getattr(model, "hparams", {}) or {}
-        if hparams.get("encoding"):
-            return dict(hparams["encoding"])
-        if hparams.get("feature_names"):  # a checkpoint from before encodings: every input a number column
-            return dict.fromkeys(hparams["feature_names"])
-        return None
+        return model_encoding(self.trainer)
 
     @override
     def _load_splits(self) -> dict[str, Split]:
@@ -481,6 +474,17 @@ class TableRegressionDataModule(RegressionDataModule):
         features[torch.from_numpy(unusable)] = float("nan")  # the model's prediction is NaN: an empty cell
         report_unpredictable(self.predict_path, encoded, unusable)
         return features, torch.arange(len(features))
+
+
+def model_encoding(trainer: Any) -> Encoding | None:
+    """The encoding the trainer's model was trained with (from its hyperparameters), if any."""
+    model = trainer.lightning_module if trainer is not None else None
+    hparams = getattr(model, "hparams", {}) or {}
+    if hparams.get("encoding"):
+        return dict(hparams["encoding"])
+    if hparams.get("feature_names"):  # a checkpoint from before encodings: every input a number column
+        return dict.fromkeys(hparams["feature_names"])
+    return None
 
 
 def is_null_or_nan(column: Any) -> np.ndarray:

@@ -28,6 +28,7 @@ import math
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,9 +37,29 @@ from torch import Tensor
 from typing_extensions import override
 
 from linreg_pl.batches import RowBatch, gather, shard
+from linreg_pl.checkpoints import LINKS_FROM_CHECKPOINT
 from linreg_pl.errors import ConfigError
 from linreg_pl.regression.closed_form import NormalEquations
-from linreg_pl.regression.data import check_split_arguments, feature_columns, split_sizes, synthetic_truth
+from linreg_pl.regression.data import (
+    check_split_arguments,
+    feature_columns,
+    is_null_or_nan,
+    model_encoding,
+    split_sizes,
+    synthetic_truth,
+    training_dtype,
+)
+from linreg_pl.regression.encoding import (
+    Encoding,
+    check_levels,
+    column_counts,
+    describe,
+    encode,
+    input_names,
+    is_text,
+    levels_in,
+    target_values,
+)
 from linreg_pl.regression.tables import CSVByteRanges, ParquetRowGroups, chunked_table
 
 Chunk = tuple[Tensor, ...]  # the tensors of one chunk, e.g. (features, targets), of equal first dimension
@@ -370,15 +391,20 @@ class TableChunks(ChunkSource):
 
     Each epoch shuffles the chunk order (from seed + epoch) and the rows in each chunk, and deals the
     chunks to the processes with `linreg_pl.batches.shard`: disjoint strided shares. Chunks hold different
-    numbers of rows, so shares may differ in batches; every chunk's row count is known (footers, or the
-    CSV's first pass), so with `pad` each process computes every share's batch count without any
-    communication and wraps around its own share, from its first chunk on, until it has as many batches
-    as the largest share: every process takes the same number of steps, as DDP needs. The batches
-    repeated are the process's own first ones of the epoch; evaluation shares are not padded.
+    numbers of rows, so shares may differ in batches; every chunk's row count is known (footers, the CSV's
+    first pass, or the rows the statistics pass kept), so with `pad` each process computes every share's
+    batch count without any communication and wraps around its own share, from its first chunk on, until it
+    has as many batches as the largest share: every process takes the same number of steps, as DDP needs.
+    The batches repeated are the process's own first ones of the epoch; evaluation shares are not padded.
+
+    A chunk is encoded as in memory (`linreg_pl.regression.encoding.encode`): number columns as they are,
+    text columns as indicator columns of `encoding`'s levels. A row with a missing value or a level the
+    encoding does not hold is left out (`unusable="drop"`), refused (`"error"`, missing values only), or
+    kept with NaN features, so that its prediction is an empty cell (`"blank"`, counted in `unpredictable`).
 
     Args:
         table: the `ParquetRowGroups` or `CSVByteRanges` to read.
-        features: the feature columns, in the model's order.
+        encoding: the feature columns in the model's order, each with its levels (text) or None (numbers).
         target: the label column; None reads features only (predict).
         chunks: the split's chunk indices into `table`, ascending.
         batch_size: rows per batch; a chunk's last batch may be shorter.
@@ -388,12 +414,15 @@ class TableChunks(ChunkSource):
         num_replicas: processes sharing the chunks.
         pad: pad every share to the batches of the largest (training under DDP).
         row_numbers: end each batch with the rows' 0-based positions in the table (predict).
+        unusable: what becomes of a row with a missing value or an unseen level: `drop`, `error` or `blank`.
+        row_counts: rows each chunk gives after dropping (the statistics pass counts them); None: the table's.
+        dtype: the batches' floating-point type (float64 under `--trainer.precision 64-true`).
     """
 
     def __init__(
         self,
         table: ParquetRowGroups | CSVByteRanges,
-        features: list[str],
+        encoding: Encoding,
         target: str | None,
         chunks: Sequence[int],
         batch_size: int,
@@ -403,27 +432,83 @@ class TableChunks(ChunkSource):
         num_replicas: int = 1,
         pad: bool = False,
         row_numbers: bool = False,
+        unusable: Literal["drop", "error", "blank"] = "drop",
+        row_counts: Sequence[int] | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__(seed, batch_size, shuffle, rank, num_replicas)
-        self.table, self.features, self.target = table, list(features), target
+        self.table, self.encoding, self.target = table, dict(encoding), target
         self.chunks, self.pad, self.row_numbers = list(chunks), pad, row_numbers
-        self.row_counts = table.row_counts
-        self.first_rows = np.cumsum([0, *self.row_counts]).tolist()
+        self.unusable, self.dtype = unusable, dtype
+        self.row_counts = list(row_counts if row_counts is not None else table.row_counts)
+        self.first_rows = np.cumsum([0, *table.row_counts]).tolist()
+        # a CSV chunk's types are pyarrow's inference: number columns are fixed, so that every chunk agrees
+        numbers = [name for name, levels in self.encoding.items() if levels is None]
+        self.types = float64_types([*numbers, *([target] if target is not None else [])])
+        self.unpredictable: dict[str, dict[str, int]] = {"missing": {}, "unseen": {}}
+        self.num_unpredictable = 0
+        self._lock = threading.Lock()
         if len(self.chunks) < num_replicas and pad:
             raise ConfigError(
                 f"{len(self.chunks)} training chunks cannot be shared among {num_replicas} processes; write "
                 "smaller row groups (Parquet) or lower chunk_bytes (CSV) to get at least one chunk each"
             )
 
+    def encoded(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict[str, int]]:
+        """Chunk `index` as float64 `(features, targets or None, usable rows, missing values by column)`;
+        with `unusable="error"` a missing value is a one-line error."""
+        columns = [*self.encoding, self.target] if self.target is not None else list(self.encoding)
+        table = self.table.read_arrow(index, columns, self.types)
+        where = chunk_name(self.table, index)
+        encoded = encode(table, self.encoding, where)
+        missing = dict(encoded.missing)
+        targets = None
+        if self.target is not None:
+            targets = target_values(table, self.target, where)
+            missing[self.target] = np.isnan(targets)
+        counts = column_counts(missing)
+        if counts and self.unusable == "error":
+            raise self._missing_error(index, table, counts)
+        usable = ~encoded.unusable()
+        if self.target is not None:
+            usable &= ~missing[self.target]
+        if self.unusable == "blank" and not usable.all():
+            with self._lock:  # reading threads count together
+                self.num_unpredictable += int(np.count_nonzero(~usable))
+                for reason, masks in (("missing", encoded.missing), ("unseen", encoded.unseen)):
+                    for name, count in column_counts(masks).items():
+                        self.unpredictable[reason][name] = self.unpredictable[reason].get(name, 0) + count
+        return encoded.features, targets, usable, counts
+
+    def _missing_error(self, index: int, table: Any, counts: dict[str, int]) -> ConfigError:
+        """The strict number reader's error for a number column's missing value, else one of our own."""
+        numeric = [name for name in counts if name == self.target or self.encoding.get(name, ...) is None]
+        if numeric:
+            try:
+                self.table.read(index, numeric[:1], np.float64)
+            except ConfigError as error:
+                return error
+        name = next(iter(counts))
+        row = self.first_rows[index] + int(np.argmax(is_null_or_nan(table.column(name)))) + 1
+        where = self.table.path
+        return ConfigError(f"{where}: column {name!r} has a missing value in data row {row}; or give missing: drop")
+
     @override
     def chunk(self, index: int) -> Chunk:
-        columns = [*self.features, self.target] if self.target is not None else self.features
-        values = self.table.read(index, columns, np.float32)
-        tensors = [torch.from_numpy(np.stack([values[name] for name in self.features], axis=1))]
-        if self.target is not None:
-            tensors.append(torch.tensor(values[self.target]))  # a copy: pyarrow's arrays may be read-only
+        features, targets, usable, _ = self.encoded(index)
+        if self.unusable == "blank":
+            features[~usable] = np.nan  # the model's prediction is NaN: an empty cell in the predictions file
+            kept = None
+        else:
+            kept = None if usable.all() else np.flatnonzero(usable)
+        if kept is not None:
+            features = features[kept]
+        tensors = [torch.from_numpy(features).to(self.dtype)]
+        if targets is not None:
+            tensors.append(torch.from_numpy(targets if kept is None else targets[kept]).to(self.dtype))
         if self.row_numbers:
-            tensors.append(torch.arange(self.first_rows[index], self.first_rows[index + 1]))
+            rows = torch.arange(self.first_rows[index], self.first_rows[index + 1])
+            tensors.append(rows if kept is None else rows[torch.from_numpy(kept)])
         return tuple(tensors)
 
     @override
@@ -464,9 +549,25 @@ class TableChunks(ChunkSource):
         return (RowBatch(*batch) for batch in batches) if self.row_numbers and self.target is None else batches
 
 
+def float64_types(columns: list[str]) -> dict[str, Any]:
+    """pyarrow types fixing these CSV columns as float64 numbers."""
+    import pyarrow as pa
+
+    return dict.fromkeys(columns, pa.float64())
+
+
+def chunk_name(table: ParquetRowGroups | CSVByteRanges, index: int) -> str:
+    """Where chunk `index` is, for errors: a Parquet file's row group, or a CSV's first line of the range."""
+    if isinstance(table, ParquetRowGroups):
+        group = table.row_groups[index]
+        return f"{group.file}: row group {group.index}"
+    return f"{table.path} (the range from line {table.ranges[index].first_line})"
+
+
 class TableStreamDataModule(LightningDataModule):
     """A Parquet or CSV table bigger than memory, read chunk by chunk while training runs: the table of
-    `TableRegressionDataModule` (same `path`, `target`, `features` and errors), never held whole.
+    `TableRegressionDataModule` (same `path`, `target`, `features`, encoding, missing values and errors),
+    never held whole.
 
     Chunks: a Parquet table's row groups (counted from the footers, nothing read), or a CSV's byte ranges
     of about `chunk_bytes` (one pass at start-up finds their line breaks and counts their rows; see
@@ -477,13 +578,23 @@ class TableStreamDataModule(LightningDataModule):
     order and the rows inside each; under DDP the processes get disjoint shares of chunks, padded to equal
     step counts (see `TableChunks`).
 
+    Encoding: text, category and yes/no columns become indicator columns of the levels the training rows
+    hold, as in memory (`linreg_pl.regression.encoding`); finding them takes one pass over the training
+    chunks (only when there are text columns). A column's kind is the Parquet schema's, or pyarrow's
+    inference on a CSV's first chunk (a later cell that is not a number in a number column is an error).
+    `encoding` and `feature_names` are linked into the model, so validate, test and predict take them from
+    the checkpoint; predict on `predict_path` reads that file alone, never `path`.
+
     Statistics: one streaming pass over the training chunks, in float64, gathers `normal_equations`
-    (`linreg_pl.regression.closed_form.NormalEquations`), done when first needed: when the CLI reads
-    `standardization` to link it into the model, or else when the end-of-fit report asks for the
-    closed form. They give the standardisation and the closed-form least-squares yardstick.
+    (`linreg_pl.regression.closed_form.NormalEquations`) of the encoded rows, done when first needed (when
+    the CLI reads `standardization`, else in `setup`). It gives the standardisation, the closed-form
+    yardstick, and each training chunk's usable rows: a row with a missing value is left out of training
+    (`missing: drop`; one line says how many, by column) or refused (`missing: error`). Validation and test
+    leave out such rows, and rows of a level the training rows did not hold, without a line.
 
     Predict: `predict_path` (Parquet or CSV, features only needed), or else the test split, batched as
-    (features, row numbers) chunk by chunk in input order.
+    (features, row numbers) chunk by chunk in input order; a row with a missing value or an unseen level
+    gets an empty prediction, and one line counts them.
 
     Args:
         path: a Parquet file, folder of part files or glob, or a CSV file.
@@ -495,8 +606,10 @@ class TableStreamDataModule(LightningDataModule):
         test_fraction: share of the chunks held out for test, in [0, 1).
         seed: seeds the split and the per-epoch shuffle.
         num_workers: background threads reading chunks ahead of training; 0 reads in the training thread.
-        standardize: standardise features and target with training-split statistics (one extra pass).
+        standardize: standardise features and target with training-split statistics.
         chunk_bytes: bytes per CSV chunk, about (Parquet chunks are its row groups).
+        missing: `drop` leaves training rows with a missing value (in a feature used or the target) out, as
+            R's na.omit; `error` refuses the table at the first one.
     """
 
     def __init__(
@@ -512,6 +625,7 @@ class TableStreamDataModule(LightningDataModule):
         num_workers: int = 1,
         standardize: bool = True,
         chunk_bytes: int = 1 << 24,
+        missing: Literal["drop", "error"] = "drop",
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -520,56 +634,142 @@ class TableStreamDataModule(LightningDataModule):
             raise ConfigError(f"{name}: num_workers must be an integer >= 0, got {num_workers!r}")
         if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
             raise ConfigError(f"{name}: chunk_bytes must be an integer >= 1, got {chunk_bytes!r}")
+        if missing not in ("drop", "error"):
+            raise ConfigError(f"{name}: missing must be 'drop' or 'error', got {missing!r}")
         self.path, self.target, self.predict_path = path, target, predict_path
-        self.features = feature_columns(path, target, features)
-        self.num_inputs = len(self.features)
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.standardize, self.chunk_bytes = standardize, chunk_bytes
-        self.table = chunked_table(path, [*self.features, target], chunk_bytes)
-        self.chunk_splits = self._split(val_fraction, test_fraction)  # fail now, before the Trainer starts
+        self.standardize, self.chunk_bytes, self.missing = standardize, chunk_bytes, missing
+        self.fractions = (val_fraction, test_fraction)
+        # `path` is opened when first needed (the CLI's links, or setup): from a checkpoint, predict on
+        # `predict_path` never opens it
+        self._features, self._feature_columns = features, None
+        self._encoding: Encoding | None = None
+        self._table: ParquetRowGroups | CSVByteRanges | None = None
+        self._chunk_splits: dict[str, list[int]] | None = None
         self._normal_equations: NormalEquations | None = None
+        self._kept_rows: list[int] | None = None
         self._loaders: list[StreamingLoader] = []
 
-    def _split(self, val_fraction: float, test_fraction: float) -> dict[str, list[int]]:
-        chunks = [i for i, rows in enumerate(self.table.row_counts) if rows]  # empty row groups hold nothing
-        if not chunks:
-            raise ConfigError(f"{self.path}: the table holds no data rows")
-        remedy = "write smaller row groups (Parquet) or lower chunk_bytes (CSV) to get more chunks"
-        sizes = split_sizes(type(self).__name__, len(chunks), val_fraction, test_fraction, 1, "chunks", remedy)
-        order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        parts = (order[: sizes[0]], order[sizes[0] : sizes[0] + sizes[1]], order[sizes[0] + sizes[1] :])
-        # each split keeps the input order: evaluation and predictions go through it
-        return {
-            split: sorted(chunks[i] for i in part) for split, part in zip(("train", "val", "test"), parts, strict=True)
-        }
+    @property
+    def features(self) -> list[str]:
+        """The feature columns: the model's encoding's, else `features` or every column but `target`."""
+        if self._encoding is not None:
+            return list(self._encoding)
+        if self._feature_columns is None:
+            self._feature_columns = feature_columns(self.path, self.target, self._features)
+        return self._feature_columns
+
+    @property
+    def table(self) -> ParquetRowGroups | CSVByteRanges:
+        if self._table is None:
+            self._table = chunked_table(self.path, [*self.features, self.target], self.chunk_bytes)
+        return self._table
+
+    @property
+    def chunk_splits(self) -> dict[str, list[int]]:
+        """Each split's chunk indices, ascending."""
+        if self._chunk_splits is None:
+            chunks = [i for i, rows in enumerate(self.table.row_counts) if rows]  # empty row groups hold nothing
+            if not chunks:
+                raise ConfigError(f"{self.path}: the table holds no data rows")
+            remedy = "write smaller row groups (Parquet) or lower chunk_bytes (CSV) to get more chunks"
+            sizes = split_sizes(type(self).__name__, len(chunks), *self.fractions, 1, "chunks", remedy)
+            order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(self.seed)).tolist()
+            parts = (order[: sizes[0]], order[sizes[0] : sizes[0] + sizes[1]], order[sizes[0] + sizes[1] :])
+            # each split keeps the input order: evaluation and predictions go through it
+            names = ("train", "val", "test")
+            self._chunk_splits = {
+                split: sorted(chunks[i] for i in part) for split, part in zip(names, parts, strict=True)
+            }
+        return self._chunk_splits
+
+    @property
+    def encoding(self) -> Encoding:
+        """Each feature column's levels (text) or None (numbers), in input order (linked into the model)."""
+        if self._encoding is None:
+            if LINKS_FROM_CHECKPOINT.get():
+                # the model takes it from its checkpoint: the training table is not read for it
+                raise AttributeError("encoding: the model's checkpoint gives it")
+            self._encoding = self._find_encoding()
+        return self._encoding
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The model's inputs by name, `column=level` for indicators (linked into the model by the CLI)."""
+        return input_names(self.encoding)
+
+    @property
+    def num_inputs(self) -> int:
+        """The model's inputs: one per number column, one per level but the first of each text column."""
+        return len(self.feature_names)
 
     @property
     def normal_equations(self) -> NormalEquations:
-        """Float64 statistics of the training split, from one pass over its chunks (then kept)."""
+        """Float64 statistics of the training split's usable rows, from one pass over its chunks (then kept)."""
         if self._normal_equations is None:
-            statistics = NormalEquations()
-            columns = [*self.features, self.target]
-            for index in self.chunk_splits["train"]:
-                values = self.table.read(index, columns, np.float64)
-                features = torch.from_numpy(np.stack([values[name] for name in self.features], axis=1))
-                statistics.update(features, torch.tensor(values[self.target]))
-            self._normal_equations = statistics
+            chunks = self._split_chunks("train", unusable=self.missing, row_counts=None)
+            statistics, kept, left_out, total = NormalEquations(), list(chunks.row_counts), {}, 0
+            for index in chunks.chunks:
+                features, targets, usable, counts = chunks.encoded(index)
+                statistics.update(torch.from_numpy(features[usable]), torch.from_numpy(targets[usable]))
+                kept[index], total = int(usable.sum()), total + len(usable)
+                for name, count in counts.items():
+                    left_out[name] = left_out.get(name, 0) + count
+            if left_out:
+                dropped = total - sum(kept[i] for i in chunks.chunks)
+                print(
+                    f"{self.path}: left out {dropped} of {total} training rows with a missing value "
+                    f"({describe(left_out)})",
+                    flush=True,
+                )
+            self._normal_equations, self._kept_rows = statistics, kept
         return self._normal_equations
 
     @property
     def standardization(self) -> dict[str, list] | None:
         """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
+        self.encoding  # noqa: B018 (from a checkpoint, an AttributeError: the link is left alone)
         return self.normal_equations.standardization() if self.standardize else None
 
-    @property
-    def feature_names(self) -> list[str]:
-        """The feature columns in the model's input order (linked into the model by the CLI)."""
-        return self.features
+    def _find_encoding(self) -> Encoding:
+        """Number columns as they are; a text column's levels from one pass over the training chunks' rows
+        that miss no value (bounded memory: a text column of almost as many levels as rows is refused)."""
+        import pyarrow as pa
 
-    @property
-    def encoding(self) -> dict[str, list[str] | None]:
-        """Every feature a number column (a streamed table's text columns are not encoded yet)."""
-        return dict.fromkeys(self.features)
+        kinds = self._column_kinds()
+        text = [name for name in self.features if kinds[name]]
+        if not text:
+            return dict.fromkeys(self.features)
+        columns = [*self.features, self.target]
+        numbers = [name for name in columns if not kinds.get(name, False)]
+        types = float64_types(numbers)
+        levels: dict[str, set[str]] = {name: set() for name in text}
+        rows = 0
+        for index in self.chunk_splits["train"]:
+            table = self.table.read_arrow(index, columns, types)
+            missing = np.zeros(table.num_rows, dtype=bool)
+            for name in columns:
+                missing |= is_null_or_nan(table.column(name))
+            rows += int(np.count_nonzero(~missing))
+            usable = table.filter(pa.array(~missing)) if missing.any() else table
+            for name in text:
+                levels[name].update(levels_in(usable.column(name)))
+                if rows >= 10_000:  # an identifier, refused before its levels fill memory
+                    check_levels(name, sorted(levels[name]), rows, f"{self.path} (training split)")
+        for name in text:
+            check_levels(name, sorted(levels[name]), rows, f"{self.path} (training split)")
+        return {name: sorted(levels[name]) if kinds[name] else None for name in self.features}
+
+    def _column_kinds(self) -> dict[str, bool]:
+        """Whether each column is text: from the Parquet schema, or pyarrow's inference on a CSV's first chunk."""
+        columns = [*self.features, self.target]
+        if isinstance(self.table, ParquetRowGroups):
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(self.table.files[0])
+        else:
+            schema = self.table.read_arrow(0, columns).schema
+        return {name: is_text(schema.field(name).type) for name in columns}
 
     def _loader(self, chunks: TableChunks) -> StreamingLoader:
         trainer = self.trainer
@@ -578,36 +778,62 @@ class TableStreamDataModule(LightningDataModule):
         self._loaders.append(loader)
         return loader
 
-    def _chunks(
+    def _split_chunks(
         self, split: str, table: ParquetRowGroups | CSVByteRanges | None = None, **options: object
     ) -> TableChunks:
         """A split's chunks of this table (or every non-empty chunk of `table`) for this process."""
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         chunks = self.chunk_splits[split] if table is None else [i for i, rows in enumerate(table.row_counts) if rows]
-        options = {"target": self.target, "seed": self.seed, "rank": rank, "num_replicas": world, **options}
-        return TableChunks(table or self.table, self.features, chunks=chunks, batch_size=self.batch_size, **options)
+        options = {
+            "target": self.target,
+            "seed": self.seed,
+            "rank": rank,
+            "num_replicas": world,
+            "dtype": training_dtype(trainer),
+            **options,
+        }
+        return TableChunks(table or self.table, self.encoding, chunks=chunks, batch_size=self.batch_size, **options)
+
+    @override
+    def setup(self, stage: str) -> None:
+        if self._encoding is None:  # validate, test, predict from a checkpoint: the model's encoding
+            self._encoding = model_encoding(self.trainer)
+        if stage == "fit":
+            self.normal_equations  # noqa: B018 (the one pass: each training chunk's usable rows)
 
     @override
     def train_dataloader(self) -> StreamingLoader:
-        return self._loader(self._chunks("train", shuffle=True, pad=True))
+        self.normal_equations  # noqa: B018 (its pass counts each training chunk's usable rows)
+        return self._loader(self._split_chunks("train", shuffle=True, pad=True, row_counts=self._kept_rows))
 
     @override
     def val_dataloader(self) -> StreamingLoader:
-        return self._loader(self._chunks("val"))
+        return self._loader(self._split_chunks("val", unusable=self.missing))
 
     @override
     def test_dataloader(self) -> StreamingLoader:
-        return self._loader(self._chunks("test"))
+        return self._loader(self._split_chunks("test", unusable=self.missing))
 
     @override
     def predict_dataloader(self) -> StreamingLoader:
         # (features, row numbers), each process's rows ascending: the prediction writer merges the shares
-        table = None if self.predict_path is None else chunked_table(self.predict_path, self.features, self.chunk_bytes)
-        return self._loader(self._chunks("test", table, target=None, row_numbers=True))
+        table = None
+        if self.predict_path is not None:
+            table = chunked_table(self.predict_path, list(self.encoding), self.chunk_bytes)
+        return self._loader(self._split_chunks("test", table, target=None, row_numbers=True, unusable="blank"))
 
     @override
     def teardown(self, stage: str) -> None:
         for loader in self._loaders:  # no reading thread outlives fit/validate/test/predict
             loader.close()
+            chunks = loader.chunks
+            if isinstance(chunks, TableChunks) and chunks.num_unpredictable:
+                reasons = [
+                    f"{what} ({describe(chunks.unpredictable[key])})"
+                    for key, what in (("missing", "a missing value"), ("unseen", "a level not seen in training"))
+                    if chunks.unpredictable[key]
+                ]
+                where = self.predict_path or self.path
+                print(f"{where}: {chunks.num_unpredictable} rows get no prediction: {'; '.join(reasons)}", flush=True)
         self._loaders.clear()
