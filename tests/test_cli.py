@@ -203,7 +203,7 @@ CONFIGS = {
     "default.yaml": DEFAULT,
     "averaged.yaml": {**DEFAULT, **AVERAGED, "max_epochs": 10, "scheduler": ("CosineAnnealingLR", 10)},
     "csv.yaml": {
-        **DEFAULT, **AVERAGED, "max_epochs": 60, "scheduler": ("CosineAnnealingLR", 60),
+        **DEFAULT, **AVERAGED, "max_epochs": 60, "scheduler": ("CosineAnnealingLR", 60), "batch_size": 512,
         "data": "TableRegressionDataModule",
     },
     "ddp.yaml": {**DEFAULT, "strategy": ("DDPStrategy", 2), "batch_size": 5},

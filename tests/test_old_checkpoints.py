@@ -64,8 +64,8 @@ def test_predict_from_an_old_checkpoint_predicts_what_the_old_model_did(case, is
 @pytest.mark.parametrize("case", CASES)
 def test_fit_resumes_from_an_old_checkpoint(case, isolated):
     path, args = CASES[case]
-    if case == "table":  # epochs as long as the old run's: csv.yaml now repeats a small training split
-        args = [*args, "--data.min_batches_per_epoch", "0"]
+    if case == "table":  # epochs as long as the old run's: csv.yaml now repeats a small training split, in
+        args = [*args, "--data.min_batches_per_epoch", "0", "--data.batch_size", "10"]  # larger batches
     cli = run_cli("fit", *args, "--ckpt_path", str(path), "--trainer.max_epochs", "3")
     assert cli.trainer.current_epoch == 3 and cli.trainer.global_step == 3 * torch.load(path)["global_step"]
     # its own checkpoints are of the new layout and load on their own

@@ -44,8 +44,14 @@ def parse_error(capsys, *args: str) -> str:
     ("args", "expected"),
     [
         ([SYNTHETIC + "batch_size", "0"], "batch_size must be an integer >= 1, got 0"),
-        ([SYNTHETIC + "num_examples", "11"], "11 examples leave 9 for training after the val/test splits"),
-        ([SYNTHETIC + "num_examples", "5"], "fewer than 10; use more examples or a smaller batch_size"),
+        (
+            [SYNTHETIC + "num_examples", "2", SYNTHETIC + "val_fraction", "0.4", SYNTHETIC + "test_fraction", "0.4"],
+            "2 examples leave 0 for training after the val/test splits, fewer than 1; use more examples",
+        ),
+        (
+            [SYNTHETIC + "num_examples", "5", SYNTHETIC + "val_fraction", "0.1"],
+            "val_fraction 0.1 of 5 examples is none",
+        ),
         ([SYNTHETIC + "num_examples", "0"], "num_examples must be an integer >= 1, got 0"),
         (
             [SYNTHETIC + "true_w", "[1, 2, 3]"],
