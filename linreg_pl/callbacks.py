@@ -93,7 +93,7 @@ class DivergenceGuard(Callback):
 
     def __init__(self, check_every_n_steps: int = 20) -> None:
         if check_every_n_steps < 1:
-            raise ValueError(f"DivergenceGuard: check_every_n_steps must be >= 1, got {check_every_n_steps}")
+            raise ConfigError(f"DivergenceGuard: check_every_n_steps must be >= 1, got {check_every_n_steps}")
         self.check_every_n_steps = check_every_n_steps
 
     @override
@@ -102,11 +102,13 @@ class DivergenceGuard(Callback):
     ) -> None:
         if batch_idx % self.check_every_n_steps and not trainer.is_last_batch:
             return
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        values = [loss.detach().reshape(-1)] + [p.detach().reshape(-1) for p in pl_module.parameters()]
+        # a skipped batch or manual optimisation returns no loss: the weights are checked alone
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        losses = [loss.detach().reshape(-1)] if isinstance(loss, torch.Tensor) else []
+        values = losses + [p.detach().reshape(-1) for p in pl_module.parameters()]
         if bool(torch.isfinite(torch.cat(values)).all()):
             return
-        what = "the loss" if not bool(torch.isfinite(loss).all()) else "the weights"
+        what = "the loss" if losses and not bool(torch.isfinite(losses[0]).all()) else "the weights"
         lrs = sorted({group["lr"] for opt in trainer.optimizers for group in opt.param_groups})
         last = last_checkpoint_path(trainer)
         if last:
@@ -236,28 +238,36 @@ class MonitoredMetricsCheck(Callback):
     """Stops `fit` with one line when a callback (`ModelCheckpoint`, `EarlyStopping`, ...) monitors a metric the
     model never logs, naming the metrics it does log.
 
-    It looks once a whole training epoch is over, its validation included (at the next epoch's start, or at the
-    end of training), when every metric the model logs has been logged once. Lightning itself only warns about
-    such a monitor when there is no validation (and the best checkpoint is then never written); where a callback
-    acts at the end of validation, Lightning stops the run first, in its own words, which the CLI prints as one
-    line too.
+    It looks once a training epoch is over and, when the run validates, a validation has run after it (at the
+    next epoch's start, or at the end of training): by then every metric the model logs has been logged once,
+    whatever `check_val_every_n_epoch` says. Lightning itself only warns about such a monitor when there is no
+    validation (and the best checkpoint is then never written); where a callback acts at the end of validation,
+    Lightning stops the run first, in its own words, which the CLI prints as one line too.
     """
 
     def __init__(self) -> None:
         self._first_epoch: int | None = None
+        self._validated = False
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._first_epoch = trainer.current_epoch
+        self._first_epoch, self._validated = trainer.current_epoch, False
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._first_epoch is not None and trainer.current_epoch > self._first_epoch:
+        if self._first_epoch is None or trainer.current_epoch <= self._first_epoch:
+            return
+        if self._validated or not trainer.enable_validation:
             self._check(trainer, pl_module)
 
     @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
+
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._first_epoch is not None:
+        if self._first_epoch is not None and (self._validated or not trainer.enable_validation):
             self._check(trainer, pl_module)
 
     def _check(self, trainer: Trainer, pl_module: LightningModule) -> None:

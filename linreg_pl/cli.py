@@ -30,6 +30,7 @@ with `--trainer.enable_checkpointing false` no checkpoint is written.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import re
@@ -46,6 +47,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from typing_extensions import override
 
@@ -169,6 +171,10 @@ class ProjectCLI(LightningCLI):
     @override
     def before_predict(self) -> None:
         self._prepare_checkpoint()
+        config = self.config_init[self.subcommand]
+        if config.get("return_predictions") is None:
+            # the predictions file has them; Lightning would otherwise also keep every batch's in memory
+            config["return_predictions"] = False
 
     def _prepare_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
@@ -302,9 +308,8 @@ def _place_run(trainer: Namespace | None, given: list[tuple[Namespace, str, Any]
     root = trainer.get("default_root_dir")
     logger = trainer.get("logger")
     loggers = logger if isinstance(logger, list) else [logger]
-    file_loggers = [
-        lg.init_args for lg in loggers if isinstance(lg, Namespace) and "save_dir" in lg.get("init_args", Namespace())
-    ]
+    # Lightning's loggers of the <save_dir>/<name>/version_N layout; others (MLflow, W&B, ...) keep their own
+    file_loggers = [lg.init_args for lg in loggers if isinstance(lg, Namespace) and _versioned_logger(lg)]
     for args in file_loggers:
         if root and not os.path.isabs(args.save_dir):
             given.append((args, "save_dir", args.save_dir))
@@ -324,6 +329,17 @@ def _place_run(trainer: Namespace | None, given: list[tuple[Namespace, str, Any]
             given.append((args, "version", None))
             args.version = version
     return os.path.join(runs, f"version_{version}")
+
+
+def _versioned_logger(logger: Namespace) -> bool:
+    """Whether the logger a config names lays its runs out as <save_dir>/<name>/version_N, as Lightning's CSV and
+    TensorBoard loggers (and their subclasses) do."""
+    module, _, name = str(logger.get("class_path", "")).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, (CSVLogger, TensorBoardLogger))
 
 
 def _reserve_version(runs: str) -> int:

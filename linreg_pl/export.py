@@ -51,9 +51,11 @@ class Exported:
 
 
 def input_names(model: nn.Module) -> list[str]:
-    """The names of `model.forward`'s positional parameters: the exported file's input names."""
+    """The names of `model.forward`'s positional parameters without a default: the exported file's inputs
+    (parameters with defaults keep them in the file)."""
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in inspect.signature(model.forward).parameters.values() if p.kind in kinds]
+    parameters = inspect.signature(model.forward).parameters.values()
+    return [p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty]
 
 
 def export_model(model: nn.Module, example: Tensor | Sequence[Tensor], output: str | Path) -> Exported:
@@ -78,6 +80,11 @@ def export_model(model: nn.Module, example: Tensor | Sequence[Tensor], output: s
     model = copy.deepcopy(model).cpu().eval()
     names = input_names(model)
     example = (example,) if isinstance(example, Tensor) else tuple(example)
+    if not all(isinstance(t, Tensor) for t in example):
+        raise ConfigError(
+            f"cannot export {type(model).__name__}: the example input must be a tensor or a tuple of tensors, one "
+            f"per input of forward ({', '.join(names)}); give --input_shape"
+        )
     if len(example) != len(names):
         raise ConfigError(
             f"cannot export {type(model).__name__}: forward takes {len(names)} inputs ({', '.join(names)}), "

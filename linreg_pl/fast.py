@@ -1,6 +1,6 @@
 """Speed-ups for tiny models that reach into Lightning's internals, all in one place.
 
-    # configs/default.yaml turns them on with one line:
+    # configs/base.yaml turns them on with one line:
     trainer:
       profiler: linreg_pl.fast.LightningOverheadCuts
 
@@ -30,7 +30,7 @@ every step, so a callback would give back part of what it saves. Choosing anothe
 Dropped after measuring (under 5% of a step): caching `ModelCheckpoint.state_key` (2%) and skipping
 the batch-transfer walk for batches already on the device (no measurable gain).
 
-To remove all of it: delete this file and its line in `configs/default.yaml`.
+To remove all of it: delete this file and its line in `configs/base.yaml`.
 
 (The process's start-up is not Lightning's business: `linreg_pl/__main__.py` keeps Python's garbage
 collector off the imported modules, with its own measurement.)

@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import user_models
 from conftest import DEFAULT_CONFIG, QUIET, ROOT, run_python, version_dir
+from lightning.pytorch.loggers import Logger
 
 from linreg_pl.callbacks import prediction_columns
 from linreg_pl.cli import main
+from linreg_pl.errors import ConfigError
 
 # config -> the predictions file's header, which names every output of the model's predict_step
 EXPERIMENTS = {
@@ -191,3 +194,73 @@ def test_a_monitor_the_model_never_logs_is_one_line_naming_what_it_logs(isolated
         "Monitor one of those (its `monitor` argument in trainer.callbacks), or leave that callback out of the "
         "config\n"
     )
+
+
+class SkipsEveryOtherBatch(user_models.Classifier):
+    """Returns no loss for odd batches, as a model that skips bad batches does: Lightning steps on the others."""
+
+    def training_step(self, batch, batch_idx):
+        return None if batch_idx % 2 else super().training_step(batch, batch_idx)
+
+
+class FolderLogger(Logger):
+    """A logger of a layout of its own (as MLflow's or W&B's): it takes a save_dir but has no version_N."""
+
+    def __init__(self, save_dir: str = "logs") -> None:
+        super().__init__()
+        self._save_dir = save_dir
+
+    @property
+    def name(self) -> str:
+        return "folder"
+
+    @property
+    def version(self) -> str:
+        return "run"
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+
+def test_the_guards_fit_models_that_skip_batches_validate_every_other_epoch_or_log_their_own_way(isolated):
+    user = ["--data", "user_models.Blobs", "--trainer.max_epochs", "2", *QUIET]
+    # DivergenceGuard checks the weights when a step returns no loss; the monitor check waits for a validation
+    # that runs only every other epoch instead of stopping the run at epoch 1
+    cli = main(["fit", "--config", str(ROOT / "tests" / "configs" / "classifier.yaml"), "--model",
+                f"{__name__}.SkipsEveryOtherBatch", *user, "--trainer.check_val_every_n_epoch", "2"])  # fmt: skip
+    assert cli.trainer.current_epoch == 2 and "val_acc" in cli.trainer.callback_metrics
+    assert (version_dir(isolated) / "checkpoints" / "best-epoch=1.ckpt").is_file()  # val_acc, validated at epoch 2
+    # a logger that lays out its runs its own way is given no version_N
+    main(["fit", "--model", "user_models.Classifier", *user, "--trainer.logger", f"{__name__}.FolderLogger"])
+    assert (isolated / "folder" / "run" / "checkpoints" / "last.ckpt").is_file()  # where Lightning puts them
+    assert not (isolated / "lightning_logs" / "version_1").exists()
+
+
+def test_export_names_what_it_cannot_take_as_an_example(isolated, capsys):
+    class DictInput(user_models.Classifier):
+        def __init__(self) -> None:
+            super().__init__()
+            self.example_input_array = {"points": torch.zeros(2, 2)}
+
+    run("fit", str(ROOT / "tests" / "configs" / "classifier.yaml"), "--trainer.max_epochs", "1")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(["export", "--ckpt_path", last_checkpoint(isolated), "--output", "m.pt2", "--input_shape", "0"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "linreg-pl: error: --input_shape must be sizes >= 1 separated by commas, e.g. 2 or 3,32,32; got '0'\n"
+    )
+    from linreg_pl.export import export_model
+
+    with pytest.raises(ConfigError, match="the example input must be a tensor or a tuple of tensors, one per input"):
+        export_model(DictInput(), DictInput().example_input_array, "m.pt2")
+    # a shape given on the command line takes precedence over what the checkpoint holds
+    main(["export", "--ckpt_path", last_checkpoint(isolated), "--output", "m.pt2", "--input_shape", "2"])
+    assert 'input "points": float32 [batch, 2]' in capsys.readouterr().out
