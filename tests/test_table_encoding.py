@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import ROOT, run_cli, version_dir
 
+from linreg_pl.cli import main
 from linreg_pl.errors import ConfigError
 from linreg_pl.regression.data import TableRegressionDataModule
 
@@ -74,6 +75,13 @@ def test_predict_reads_only_the_new_table_and_leaves_unpredictable_rows_empty(is
     assert lines[0] == "row,prediction" and lines[2:] == ["1,", "2,"]
     expected = float(weight @ torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=weight.dtype) + bias)
     assert float(lines[1].split(",")[1]) == pytest.approx(expected, rel=1e-5)
+    # export from the checkpoint alone: the file takes the indicator columns, named and in order
+    main(["export", "--ckpt_path", ckpt, "--output", "m.pt2"])
+    assert 'input "features": float32 [batch, 4], columns in this order: x, color=green, color=red, ok=yes' in (
+        capsys.readouterr().out
+    )
+    encoded = torch.tensor([[1.0, 0.0, 1.0, 1.0]])  # the predict row above: yes, red, 1
+    assert float(torch.export.load("m.pt2").module()(encoded)[0]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_missing_error_refuses_with_the_one_line_message(isolated):
