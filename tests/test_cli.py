@@ -204,6 +204,7 @@ CONFIGS = {
     "averaged.yaml": {**DEFAULT, **AVERAGED, "max_epochs": 10, "scheduler": ("CosineAnnealingLR", 10)},
     "csv.yaml": {
         **DEFAULT, **AVERAGED, "max_epochs": 60, "scheduler": ("CosineAnnealingLR", 60), "batch_size": 512,
+        "optimizer": ("SGD", 0.1),
         "data": "TableRegressionDataModule",
     },
     "ddp.yaml": {**DEFAULT, "strategy": ("DDPStrategy", 2), "batch_size": 5},
