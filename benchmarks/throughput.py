@@ -12,7 +12,8 @@ Sections:
              Trainer as the CLI builds them (CSV logger, checkpoints, callbacks). Each on the default
              experiment (1000 x 2, batch 10) and on 1M x 100, batch 4096. Training time only: from
              the start of an epoch to the end of its last training batch, median over epochs after
-             the first; validation and checkpointing are outside the timed span.
+             the first; validation and checkpointing are outside the timed span. Then the default
+             experiment's (c) against the DataLoader loop in --repeats interleaved pairs (median ratio).
   cuts       the default experiment's step with linreg_pl/fast.py's cuts added one at a time.
   streaming  50M x 100 generated on the fly (20 GB if materialised) in a child process; peak memory of
              the whole process tree, and samples/s against the in-memory path at 1M x 100.
@@ -219,7 +220,7 @@ def _accelerator(tensor) -> str:
     return "gpu" if tensor.device.type == "cuda" else "cpu"
 
 
-def loops_section(device: str) -> list[str]:
+def loops_section(device: str, rounds: int) -> list[str]:
     lines = ["## Training loops (samples/s; per-step time; ratio to the plain loop)", ""]
     lines.append(
         "| case | (a) plain loop, randperm + indexing | (a') plain loop, DataLoader | (b) classic Lightning port "
@@ -244,9 +245,26 @@ def loops_section(device: str) -> list[str]:
         c_over_b = f"{c['samples_per_s'] / b['samples_per_s']:.1f}x"
         lines.append(f"| {name} | {fmt(a)} | {fmt(a2)} | {fmt(b)} | {fmt(c)} | {c_over_a} | {c_over_a2} | {c_over_b} |")
         print(lines[-1], flush=True)
-    lines += ["", gather_line(device)]
-    print(lines[-1], flush=True)
+    lines += ["", paired_default_line(device, rounds), "", gather_line(device)]
+    print(lines[-3], lines[-1], sep="\n", flush=True)
     return lines
+
+
+def paired_default_line(device: str, rounds: int) -> str:
+    """The default experiment's step against the DataLoader loop's, measured in `rounds` pairs, each fit right
+    after its loop, so that the machine's drift (10-30% within minutes on a shared 2-core machine) hits both
+    sides of a ratio alike; the table's single run of each is more exposed to it."""
+    features, targets = data(800, 2, device)
+    ratios, fits, loops = [], [], []
+    for _ in range(rounds):
+        loops.append(plain_dataloader_loop(features, targets, 10, 8)["step_us"])
+        fits.append(project_fit(800, 2, 10, 8, device)["step_us"])
+        ratios.append(fits[-1] / loops[-1])
+    return (
+        f"Default experiment, {rounds} pairs (DataLoader loop, then this project's fit): median step "
+        f"{statistics.median(loops):.0f} us against {statistics.median(fits):.0f} us; median ratio of the pairs "
+        f"{statistics.median(ratios):.2f}x (from {min(ratios):.2f}x to {max(ratios):.2f}x)."
+    )
 
 
 def gather_line(device: str) -> str:
@@ -471,7 +489,7 @@ def main() -> None:
     sections = args.sections.split(",")
     lines = [f"# linreg_pl throughput: {machine(args.device)}", ""]
     if "loops" in sections:
-        lines += loops_section(args.device) + [""]
+        lines += loops_section(args.device, args.repeats) + [""]
     if "cuts" in sections:
         lines += cuts_section(args.device, args.repeats) + [""]
     if "streaming" in sections:
