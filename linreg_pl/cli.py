@@ -371,8 +371,21 @@ def main(args: list[str] | None = None) -> ProjectCLI | None:
         sys.argv = [arg for arg in sys.argv if arg != "--debug"]
     else:
         args = [arg for arg in args if arg != "--debug"]
-    if debug:
-        os.environ["JSONARGPARSE_DEBUG"] = "true"  # jsonargparse's own switch for its tracebacks
+    if not debug:
+        return _main(args)
+    # jsonargparse's own switch for its tracebacks, for this call only: main() may be called again in-process
+    previous = os.environ.get("JSONARGPARSE_DEBUG")
+    os.environ["JSONARGPARSE_DEBUG"] = "true"
+    try:
+        return _main(args, debug=True)
+    finally:
+        if previous is None:
+            del os.environ["JSONARGPARSE_DEBUG"]
+        else:
+            os.environ["JSONARGPARSE_DEBUG"] = previous
+
+
+def _main(args: list[str] | None, debug: bool = False) -> ProjectCLI | None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisements())
     # torch deprecates a check inside Lightning's own pytree helper; only a Lightning release can fix it
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)

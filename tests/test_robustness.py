@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import signal
 
 import pytest
@@ -105,9 +106,10 @@ def test_unknown_key_in_a_config_file(capsys, isolated):
 
 
 def test_debug_shows_the_traceback(isolated, monkeypatch):
-    monkeypatch.delenv("JSONARGPARSE_DEBUG", raising=False)  # main() sets it for --debug
+    monkeypatch.delenv("JSONARGPARSE_DEBUG", raising=False)
     with pytest.raises(Exception, match="batch_size must be an integer >= 1"):
         main(with_experiment(["fit", SYNTHETIC + "batch_size", "0", "--debug"]))
+    assert "JSONARGPARSE_DEBUG" not in os.environ  # for that call only: later ones are not in debug mode
 
 
 class Payload:
