@@ -36,11 +36,15 @@ QUIET = ["--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "fals
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
+def isolated(tmp_path, monkeypatch, request):
     # lightning_logs/ (logs, configs, checkpoints) lands in the test's own directory
     monkeypatch.chdir(tmp_path)
     # the CLI is driven through `main(args)`; pytest's own arguments are not for it
     monkeypatch.setattr("sys.argv", ["linreg-pl"])
+    if request.node.get_closest_marker("picture") is None:
+        # drawing fit.png is a third of a small in-process fit: only the tests marked `picture` look at the file;
+        # elsewhere the report goes through the same steps but draws nothing (subprocesses draw as usual)
+        monkeypatch.setattr("linreg_pl.regression.report.plot_fit", lambda path, **inputs: None)
     return tmp_path
 
 

@@ -17,6 +17,8 @@ from linreg_pl.regression import figures
 from linreg_pl.regression.figures import MAX_POINTS, plot_fit, plots_available
 from linreg_pl.regression.report import ParameterReport
 
+pytestmark = pytest.mark.picture  # these tests look at fit.png
+
 needs_matplotlib = pytest.mark.skipif(
     not plots_available(), reason='needs the `plots` extra: pip install -e ".[plots]"'
 )

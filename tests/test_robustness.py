@@ -176,9 +176,9 @@ INTERRUPTIBLE = [
     "--trainer.accelerator",
     "cpu",
     SYNTHETIC + "num_examples",
-    "10000",
+    "2500",
 ]
-STEPS_PER_EPOCH = 800
+STEPS_PER_EPOCH = 200  # 2,000 training examples, batch 10
 
 
 class StepParameters(Callback):
@@ -217,7 +217,7 @@ def uninterrupted(tmp_path_factory):
     return StepParameters.after
 
 
-INTERRUPTED_AT = STEPS_PER_EPOCH + 200  # in the second epoch
+INTERRUPTED_AT = STEPS_PER_EPOCH + 50  # in the second epoch
 
 
 @pytest.mark.parametrize(

@@ -194,11 +194,13 @@ def test_a_full_disk_through_the_cli(capsys, small_tmpfs):
 # --- runs land where Lightning users expect -------------------------------------------------------
 
 
+@pytest.mark.picture
 def test_default_root_dir_holds_the_whole_run(isolated):
     run_cli("fit", *ONE_EPOCH, "--trainer.default_root_dir", "runs")
     assert tree(isolated) == {f"runs/lightning_logs/version_0/{name}" for name in FILES}
 
 
+@pytest.mark.picture
 def test_without_a_logger_each_run_still_has_its_own_directory(isolated):
     for _ in range(2):
         run_cli("fit", *ONE_EPOCH, "--trainer.logger", "false")
@@ -207,6 +209,7 @@ def test_without_a_logger_each_run_still_has_its_own_directory(isolated):
     assert "logger: false" in (version_dir(isolated, 1) / "config.yaml").read_text()
 
 
+@pytest.mark.picture
 def test_checkpointing_off_writes_no_checkpoint(isolated):
     cli = run_cli("fit", *ONE_EPOCH, "--trainer.enable_checkpointing", "false")
     assert cli.trainer.checkpoint_callbacks == []
@@ -230,6 +233,7 @@ def test_divergence_with_checkpointing_off_says_no_checkpoint(capsys, isolated):
     assert code == 1 and line.endswith("; no checkpoint was written (checkpointing is off)")
 
 
+@pytest.mark.picture  # TensorBoard takes the figure itself
 @pytest.mark.parametrize(
     "logger", ["lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.TensorBoardLogger"]
 )
