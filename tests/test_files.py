@@ -152,6 +152,7 @@ def test_missing_feature_column_and_missing_file(isolated):
         _ = TableRegressionDataModule("nowhere.csv", target="price").encoding
 
 
+@pytest.mark.picture  # TensorBoard takes the figure itself
 def test_tensorboard_config_writes_event_files(isolated):
     pytest.importorskip("tensorboard")
     run_cli(
