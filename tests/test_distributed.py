@@ -114,6 +114,12 @@ def test_ddp_streaming_trains_the_experiment(isolated):
         "40000",
         "--data.chunk_size",
         "2000",
+        # ddp.yaml's batch (5 a process) and the seed's lr, not stream.yaml's (for millions of examples): 20
+        # chunks of 2,000, so that each process gets a validation chunk
+        "--data.batch_size",
+        "5",
+        "--model.optimizer.init_args.lr",
+        "0.03",
         cwd=isolated,
     )
     state = torch.load(version_dir(isolated, 0) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
