@@ -366,9 +366,7 @@ class PredictionWriter(BasePredictionWriter):
             )
         self._ascending &= bool(rows[0] > self._last_row) and bool((rows[1:] > rows[:-1]).all())
         self._last_row = int(rows[-1])
-        # a NaN (a row the model could not predict, e.g. a missing input) is an empty cell
-        cells = [[None if v != v else v for v in c.tolist()] if c.is_floating_point() else c.tolist() for c in columns]
-        csv.writer(self._part).writerows(zip(rows.tolist(), *cells, strict=True))
+        csv.writer(self._part).writerows(zip(rows.tolist(), *map(_cells, columns), strict=True))
 
     @override
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -441,6 +439,15 @@ def prediction_columns(prediction: Any) -> tuple[list[str], list[Tensor]]:
     if len(lengths) > 1:
         raise ConfigError(f"PredictionWriter: predict_step's outputs have different numbers of rows: {sorted(lengths)}")
     return names, columns
+
+
+def _cells(column: Tensor) -> list[Any]:
+    """A column's CSV cells: a NaN (a row the model could not predict, e.g. a missing input) is an empty cell.
+    The per-value check runs only for a column that holds one (predict's hot path is every row)."""
+    values = column.tolist()
+    if column.is_floating_point() and bool(column.isnan().any()):
+        return [None if v != v else v for v in values]
+    return values
 
 
 def _carried_rows(batch: Any) -> Tensor | None:
