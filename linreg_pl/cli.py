@@ -29,7 +29,6 @@ with `--trainer.enable_checkpointing false` no checkpoint is written.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import os
@@ -37,7 +36,6 @@ import re
 import signal
 import sys
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +54,13 @@ from linreg_pl.checkpoint_io import CheckpointWriteError
 from linreg_pl.checkpoints import (
     LINKS_FROM_CHECKPOINT,
     check_checkpoint,
-    load_datamodule,
-    load_module,
     read_checkpoint,
 )
 from linreg_pl.errors import ConfigError
 
 PROG = "linreg-pl"
 # what every run needs, whatever the model (logger, last.ckpt, guards); read before any other config
-BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+BASE_CONFIG = Path(__file__).with_name("base.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 NAMED_CHECKPOINTS = ("last", "best", "hpc", "registry")  # names Lightning resolves itself
 EXPORT_HINT = "Also: linreg-pl export --ckpt_path CKPT --output model.onnx|model.pt2 (see `export --help`)."
@@ -213,86 +209,6 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
     )
 
 
-def export(args: list[str]) -> Path:
-    """`export --ckpt_path CKPT --output FILE`: the checkpoint's module as ONNX or a torch.export program."""
-    from linreg_pl.export import FORMATS, export_model  # torch.onnx loads only when exporting
-
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} export",
-        description="Write a trained module to a file that runs without this package: the inputs of its forward "
-        "(named after its parameters, batch dimension free) and what forward returns; preprocessing the module "
-        "holds as buffers (the regression example's standardisation) is inside the file.",
-    )
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit (any LightningModule)")
-    parser.add_argument(
-        "--output",
-        required=True,
-        help=f"the file to write; its suffix picks the format: {', '.join(f'{s} ({n})' for s, n in FORMATS.items())}",
-    )
-    parser.add_argument(
-        "--input_shape",
-        default=None,
-        help="one example's shape without the batch dimension, float32, e.g. 2 or 3,32,32; default: the module's "
-        "example_input_array, else a predict (or validation) batch of the data module the checkpoint names",
-    )
-    options = parser.parse_args(args)
-    model = load_module(options.ckpt_path)
-    exported = export_model(model, _example_input(model, options.ckpt_path, options.input_shape), options.output)
-    path = exported.path
-    print(f"wrote {path} ({FORMATS[path.suffix.lower()]}, {path.stat().st_size:,} bytes)", flush=True)
-    columns = model.hparams.get("feature_names")
-    for kind, named in (("input", exported.inputs), ("output", exported.outputs)):
-        for name, (dtype, shape) in named.items():
-            line = f'{kind} "{name}": {str(dtype).removeprefix("torch.")} [{", ".join(["batch", *map(str, shape)])}]'
-            if kind == "input" and columns and shape == (len(columns),):
-                line += f", columns in this order: {', '.join(columns)}"
-            print(line, flush=True)
-    return path
-
-
-def _example_input(model: LightningModule, path: str, input_shape: str | None) -> Any:
-    """An input batch for `model.forward`: of `input_shape`, else the module's `example_input_array` (Lightning's
-    own attribute for this), else the first predict (or validation) batch of the data module the checkpoint names
-    (`datamodule_hyper_parameters`, saved when the data module calls `save_hyperparameters()`)."""
-    from linreg_pl.export import input_names
-
-    if input_shape is not None:
-        try:
-            shape = tuple(int(size) for size in input_shape.split(","))
-        except ValueError:
-            shape = ()
-        if not shape or min(shape) < 1:
-            raise ConfigError(
-                f"--input_shape must be sizes >= 1 separated by commas, e.g. 2 or 3,32,32; got {input_shape!r}"
-            )
-        return torch.zeros(2, *shape)
-    if model.example_input_array is not None:
-        return model.example_input_array
-    datamodule = load_datamodule(path)
-    if datamodule is None:
-        raise ConfigError(
-            f"cannot tell what {type(model).__name__}.forward takes: give --input_shape (one example's shape), set "
-            "the module's example_input_array, or have its data module call save_hyperparameters() so that "
-            "export can build it from the checkpoint"
-        )
-    batch = _first_batch(datamodule)
-    count = len(input_names(model))
-    if isinstance(batch, Mapping):
-        return tuple(batch[name] for name in input_names(model))
-    return tuple(batch[:count]) if isinstance(batch, (tuple, list)) else batch
-
-
-def _first_batch(datamodule: LightningDataModule) -> Any:
-    datamodule.prepare_data()
-    for stage, loader in (("predict", "predict_dataloader"), ("validate", "val_dataloader")):
-        datamodule.setup(stage)
-        try:
-            return next(iter(getattr(datamodule, loader)()))
-        except (MisconfigurationException, NotImplementedError, StopIteration):
-            continue  # Lightning's "`predict_dataloader` must be implemented", or an empty split
-    raise ConfigError(f"{type(datamodule).__name__} has no predict or validation batch to take an example input from")
-
-
 def _place_run(trainer: Namespace | None, given: list[tuple[Namespace, str, Any]]) -> str | None:
     """Put relative logger `save_dir`s under `trainer.default_root_dir` and reserve the run's version
     directory; returns the directory reserved (None on other processes than the first, under
@@ -399,6 +315,8 @@ def _main(args: list[str] | None, debug: bool = False) -> ProjectCLI | None:
     argv = sys.argv[1:] if args is None else args
     try:
         if argv[:1] == ["export"]:
+            from linreg_pl.export import main as export  # torch.onnx loads only when exporting
+
             export(argv[1:])
             return None
         cli = build_cli(args)

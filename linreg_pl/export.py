@@ -12,6 +12,7 @@ example's standardisation) carries it into the file.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import importlib.util
@@ -26,9 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
+from linreg_pl.checkpoints import load_datamodule, load_module
 from linreg_pl.errors import ConfigError
+
+PROG = "linreg-pl"
 
 FORMATS = {".onnx": "ONNX", ".pt2": "torch.export"}
 # the lowest opset the exporter writes without converting (lower ones print a conversion warning);
@@ -170,3 +176,79 @@ def _quiet_torch_export() -> Iterator[None]:
     finally:
         for log, level in zip(logs, levels, strict=True):
             log.setLevel(level)
+
+
+def main(args: list[str]) -> Path:
+    """`export --ckpt_path CKPT --output FILE`: the checkpoint's module as ONNX or a torch.export program."""
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} export",
+        description="Write a trained module to a file that runs without this package: the inputs of its forward "
+        "(named after its parameters, batch dimension free) and what forward returns; preprocessing the module "
+        "holds as buffers (the regression example's standardisation) is inside the file.",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit (any LightningModule)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help=f"the file to write; its suffix picks the format: {', '.join(f'{s} ({n})' for s, n in FORMATS.items())}",
+    )
+    parser.add_argument(
+        "--input_shape",
+        default=None,
+        help="one example's shape without the batch dimension, float32, e.g. 2 or 3,32,32; default: the module's "
+        "example_input_array, else a predict (or validation) batch of the data module the checkpoint names",
+    )
+    options = parser.parse_args(args)
+    model = load_module(options.ckpt_path)
+    exported = export_model(model, _example_input(model, options.ckpt_path, options.input_shape), options.output)
+    path = exported.path
+    print(f"wrote {path} ({FORMATS[path.suffix.lower()]}, {path.stat().st_size:,} bytes)", flush=True)
+    columns = model.hparams.get("feature_names")
+    for kind, named in (("input", exported.inputs), ("output", exported.outputs)):
+        for name, (dtype, shape) in named.items():
+            line = f'{kind} "{name}": {str(dtype).removeprefix("torch.")} [{", ".join(["batch", *map(str, shape)])}]'
+            if kind == "input" and columns and shape == (len(columns),):
+                line += f", columns in this order: {', '.join(columns)}"
+            print(line, flush=True)
+    return path
+
+
+def _example_input(model: LightningModule, path: str, input_shape: str | None) -> Any:
+    """An input batch for `model.forward`: of `input_shape`, else the module's `example_input_array` (Lightning's
+    own attribute for this), else the first predict (or validation) batch of the data module the checkpoint names
+    (`datamodule_hyper_parameters`, saved when the data module calls `save_hyperparameters()`)."""
+    if input_shape is not None:
+        try:
+            shape = tuple(int(size) for size in input_shape.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or min(shape) < 1:
+            raise ConfigError(
+                f"--input_shape must be sizes >= 1 separated by commas, e.g. 2 or 3,32,32; got {input_shape!r}"
+            )
+        return torch.zeros(2, *shape)
+    if model.example_input_array is not None:
+        return model.example_input_array
+    datamodule = load_datamodule(path)
+    if datamodule is None:
+        raise ConfigError(
+            f"cannot tell what {type(model).__name__}.forward takes: give --input_shape (one example's shape), set "
+            "the module's example_input_array, or have its data module call save_hyperparameters() so that "
+            "export can build it from the checkpoint"
+        )
+    batch = _first_batch(datamodule)
+    count = len(input_names(model))
+    if isinstance(batch, Mapping):
+        return tuple(batch[name] for name in input_names(model))
+    return tuple(batch[:count]) if isinstance(batch, (tuple, list)) else batch
+
+
+def _first_batch(datamodule: LightningDataModule) -> Any:
+    datamodule.prepare_data()
+    for stage, loader in (("predict", "predict_dataloader"), ("validate", "val_dataloader")):
+        datamodule.setup(stage)
+        try:
+            return next(iter(getattr(datamodule, loader)()))
+        except (MisconfigurationException, NotImplementedError, StopIteration):
+            continue  # Lightning's "`predict_dataloader` must be implemented", or an empty split
+    raise ConfigError(f"{type(datamodule).__name__} has no predict or validation batch to take an example input from")

@@ -197,7 +197,7 @@ def test_an_ill_conditioned_design_asks_for_float64_and_lands_on_the_optimum_wit
 
 
 def test_preconditioned_training_exports_and_predicts_raw_units(isolated):
-    from linreg_pl.cli import export
+    from linreg_pl.export import main as export
 
     write_table(isolated / "table.csv", collinear_table(0))
     cli = run_cli("fit", *table_args(isolated / "table.csv", "--model.bias", "false"))
