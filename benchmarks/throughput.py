@@ -269,7 +269,7 @@ def paired_default_line(device: str, rounds: int) -> str:
 
 def gather_line(device: str) -> str:
     """One batch of 4096 random rows of a 1M x 100 tensor, as the plain loop takes it (advanced
-    indexing) and as this project does (`index_select`, in `linreg_pl.batches.gather`)."""
+    indexing) and as this project does (`index_select`, in `linreg_pl.regression.batches.gather`)."""
     features, targets = data(1_000_000, 100, device)
     order = torch.randperm(len(features), device=features.device)
     batches = [order[first : first + 4096] for first in range(0, len(order), 4096)]

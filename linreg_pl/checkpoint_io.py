@@ -39,6 +39,8 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
+from linreg_pl.checkpoints import cached_checkpoint
+
 # the temporary name of a `.ckpt` (Lightning's extension): `.<name>.ckpt.` + 8 random characters + `.tmp`
 _TEMPORARY_NAME = re.compile(r"^\..+\.ckpt\.[a-z0-9_]{8}\.tmp$")
 # files older than this were left by an earlier process (read once: os.umask can only be read by setting it)
@@ -120,6 +122,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def _write(self, file: IO[bytes], data: memoryview) -> None:
         """The one place checkpoint bytes reach the file; tests override it to fail or stall midway."""
         file.write(data)
+
+    @override
+    def load_checkpoint(self, path: Any, *args: Any, weights_only: bool | None = None, **kwargs: Any) -> Any:
+        """The checkpoint the CLI already read from `path` (`linreg_pl.checkpoints.read_checkpoint`), else
+        Lightning's own read: a command reads its checkpoint once."""
+        cached = cached_checkpoint(str(path), weights_only)
+        return (
+            cached if cached is not None else super().load_checkpoint(path, *args, weights_only=weights_only, **kwargs)
+        )
 
     @override
     def remove_checkpoint(self, path: Any) -> None:

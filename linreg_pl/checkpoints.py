@@ -1,66 +1,80 @@
-"""Checkpoint files checked before Lightning loads them: missing, corrupt, unsafe or of another shape.
+"""Checkpoint files: read once per command, checked before Lightning loads them, and the classes they name.
 
-    python -m linreg_pl test --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt
+    python -m linreg_pl test --config configs/default.yaml --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt
 
-Each problem is one `ConfigError` line instead of a traceback from deep inside `torch.load`.
+A local checkpoint file is read once (memory-mapped where torch can) with `weights_only` (default True: tensors
+and plain values only, never arbitrary objects; `--weights_only false` trusts a file that needs more); the CLI takes
+the model's hyperparameters from it, and `AtomicCheckpointIO` hands the same dictionary to Lightning. A file that is
+missing, corrupt or of another shape is one `ConfigError` line. Directory checkpoints (FSDP, DeepSpeed) and URLs
+(`s3://...`) are Lightning's to read.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from contextvars import ContextVar
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
+from torch.nn.parameter import UninitializedParameter
 
 from linreg_pl.errors import ConfigError
 
-# True while the CLI instantiates the classes of validate, test or predict from a checkpoint, whose model
-# hyperparameters LightningCLI has already put into the model's config. A data module whose linked values
-# (`num_inputs`, `feature_names`, ...) cost a read of its training data may then raise AttributeError for them:
-# jsonargparse leaves a link whose source attribute is missing alone, so the model keeps the checkpoint's values.
-LINKS_FROM_CHECKPOINT: ContextVar[bool] = ContextVar("LINKS_FROM_CHECKPOINT", default=False)
+_READ: dict[tuple[str, bool], tuple[float, dict[str, Any]]] = {}  # (path, weights_only) -> (mtime, checkpoint)
 
 
-def read_checkpoint(path: str) -> dict[str, Any]:
-    """The checkpoint at `path`, loaded without unpickling code; `ConfigError` if it is not one."""
+def read_checkpoint(path: str, weights_only: bool = True) -> dict[str, Any] | None:
+    """The checkpoint at `path` (a local file), read once; None for what Lightning reads itself (a directory, a URL);
+    `ConfigError` if it is not a Lightning checkpoint."""
+    if "://" in str(path) or os.path.isdir(path):
+        return None
     if not os.path.isfile(path):
         raise ConfigError(f"checkpoint {path!r} does not exist")
+    key, mtime = (os.path.abspath(path), weights_only), os.path.getmtime(path)
+    if key in _READ and _READ[key][0] == mtime:
+        return _READ[key][1]
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+        except RuntimeError:  # a file of torch's legacy format cannot be memory-mapped
+            checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as error:  # corrupt, truncated, not a checkpoint, or holds arbitrary objects
         raise ConfigError(
             f"checkpoint {path!r} cannot be loaded: it is corrupt or truncated, not a checkpoint, or holds objects "
-            f"other than tensors and plain values, which are never unpickled ({type(error).__name__})"
+            "other than tensors and plain values, which are loaded only with --weights_only false "
+            f"({type(error).__name__})"
         ) from None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(f"checkpoint {path!r} is not a Lightning checkpoint (no state_dict)")
+    _READ.clear()  # one checkpoint held at a time
+    _READ[key] = (mtime, checkpoint)
     return checkpoint
 
 
-def check_checkpoint(path: str, model: torch.nn.Module) -> None:
-    """Raise `ConfigError` unless `path` is a readable checkpoint whose weights fit `model`.
+def cached_checkpoint(path: str, weights_only: bool | None) -> dict[str, Any] | None:
+    """The checkpoint `read_checkpoint` read from `path` with the same `weights_only`, handed over once."""
+    key = (os.path.abspath(path), weights_only is not False)
+    if key in _READ and os.path.isfile(path) and _READ[key][0] == os.path.getmtime(path):
+        return _READ.pop(key)[1]
+    return None
 
-    The model's `on_load_checkpoint` runs first, as Lightning runs it before loading the weights:
-    a checkpoint of an earlier layout is compared once migrated (`LinearRegression` migrates there).
-    """
-    checkpoint = read_checkpoint(path)
-    if isinstance(model, LightningModule):
-        model.on_load_checkpoint(checkpoint)
+
+def check_checkpoint(path: str, checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
+    """Raise `ConfigError` where a weight of the checkpoint has another shape than the model's, which Lightning's
+    `load_state_dict` refuses whatever `strict_loading` says. Parameters a lazy module has not sized yet, and keys
+    only one side has (Lightning's `strict_loading` decides), are left to Lightning."""
     state = checkpoint["state_dict"]
-    expected = model.state_dict()
     wrong = [
-        f"{key} {tuple(state[key].shape)} (model has {tuple(expected[key].shape)})"
-        for key in expected
-        if key in state and tuple(state[key].shape) != tuple(expected[key].shape)
+        f"{key} {tuple(state[key].shape)} (model has {tuple(value.shape)})"
+        for key, value in model.state_dict().items()
+        if key in state
+        and not isinstance(value, UninitializedParameter)
+        and isinstance(state[key], torch.Tensor)
+        and tuple(state[key].shape) != tuple(value.shape)
     ]
-    missing = [key for key in expected if key not in state]
-    if wrong or missing:
-        detail = "; ".join(wrong + [f"{key} missing" for key in missing])
-        raise ConfigError(f"checkpoint {path!r} belongs to a model of another shape: {detail}")
+    if wrong:
+        raise ConfigError(f"checkpoint {path!r} belongs to a model of another shape: {'; '.join(wrong)}")
 
 
 def load_module(path: str) -> LightningModule:
@@ -70,7 +84,7 @@ def load_module(path: str) -> LightningModule:
     `load_from_checkpoint` rebuilds it, so a user's own LightningModule loads too. Every problem is one
     `ConfigError` line.
     """
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path) or {}
     cls = _saved_class(path, checkpoint.get("hyper_parameters") or {}, LightningModule, "module")
     try:
         return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
@@ -82,7 +96,7 @@ def load_module(path: str) -> LightningModule:
 def load_datamodule(path: str) -> LightningDataModule | None:
     """The LightningDataModule the checkpoint at `path` names, built from its saved hyperparameters; None when
     it saved none (a data module records them by calling `self.save_hyperparameters()`)."""
-    hparams = dict(read_checkpoint(path).get("datamodule_hyper_parameters") or {})
+    hparams = dict((read_checkpoint(path) or {}).get("datamodule_hyper_parameters") or {})
     if "_class_path" not in hparams:
         return None
     cls = _saved_class(path, hparams, LightningDataModule, "data module")

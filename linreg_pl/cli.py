@@ -1,38 +1,28 @@
-"""The command line: a LightningCLI with fit, validate, test and predict, and `export` beside it.
+"""The command line: a LightningCLI with fit, validate, test and predict (and `export`, `linreg_pl/export.py`).
 
     python -m linreg_pl fit --config configs/default.yaml
-    python -m linreg_pl test --config configs/default.yaml --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt
-    python -m linreg_pl export --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --output model.onnx
+    python -m linreg_pl test --config configs/default.yaml --ckpt_path last
     python -m linreg_pl fit --model my_package.Classifier --data my_package.Blobs
 
 `--model` and `--data` take any `LightningModule` and `LightningDataModule` by class path, or from a config.
-`configs/base.yaml` is the CLI's default config, read before any other: what every run needs whatever the
-model (logger, `last.ckpt`, guards); an experiment's config (`configs/default.yaml`, the regression example)
-adds its model, data and callbacks. `main(args)` takes the arguments as a list, so tests drive the CLI
-in-process.
+`linreg_pl/base.yaml` is read before any other config: what every run needs whatever the model. Its callbacks
+(`last_checkpoint`, `divergence_guard`, `interrupt_checkpoint`, `monitor_check`, `predictions`) have keys of their
+own and are added after `trainer.callbacks`, whatever a config says there; `--divergence_guard null` leaves one out.
+A data module lists in `model_arguments` the attributes the model takes as init arguments of the same name: the CLI
+links them (`parser.link_arguments`), so they are given once. `main(args)` takes the arguments as a list, so tests
+drive the CLI in-process.
 
-`export` is not a Trainer method, which every LightningCLI subcommand is (it builds a Trainer and the
-data for each); so `main` hands `export ...` to a small argparse command that needs only a checkpoint.
-
-Errors: jsonargparse reports what it cannot parse (the key and its reason) and exits with status 2;
-what this project checks itself (a value, a file, a checkpoint) and what the Trainer refuses print one
-line and exit with status 2; a divergence or a checkpoint that cannot be written print one line and exit
-with status 1. `--debug` anywhere on the command line shows the traceback instead.
-
-Where a run lands: every run gets a directory of its own, `<root>/<name>/version_N` (`<root>` is
-`--trainer.default_root_dir`, default the working directory; `<name>` the logger's, `lightning_logs`),
-holding config.yaml, the logs and `checkpoints/`. A logger's relative `save_dir` is relative to `<root>`;
-the version directory is reserved with `os.mkdir` before anything is written, so runs started together
-never share one. With `--trainer.logger false` the run still gets `<root>/lightning_logs/version_N`, and
-with `--trainer.enable_checkpointing false` no checkpoint is written.
+Errors: jsonargparse reports what it cannot parse and exits with status 2; what this project checks (a value, a
+file, a checkpoint), what the Trainer refuses and what a user's class raises while it is built print one line and
+exit with status 2; a divergence or a checkpoint that cannot be written print one line and exit with status 1.
+`--debug` anywhere on the command line shows the traceback instead.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import re
+import pydoc
 import signal
 import sys
 import warnings
@@ -40,33 +30,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import Namespace
+import yaml
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from typing_extensions import override
 
-from linreg_pl.callbacks import DivergenceError, PredictionWriter
+from linreg_pl import runs
+from linreg_pl.callbacks import DivergenceError, DivergenceGuard, InterruptCheckpoint, MonitoredMetricsCheck
 from linreg_pl.checkpoint_io import CheckpointWriteError
-from linreg_pl.checkpoints import (
-    LINKS_FROM_CHECKPOINT,
-    check_checkpoint,
-    read_checkpoint,
-)
+from linreg_pl.checkpoints import check_checkpoint, read_checkpoint
 from linreg_pl.errors import ConfigError
+from linreg_pl.predictions import PredictionWriter
 
 PROG = "linreg-pl"
-# what every run needs, whatever the model (logger, last.ckpt, guards); read before any other config
-BASE_CONFIG = Path(__file__).with_name("base.yaml")
+BASE_CONFIG = Path(__file__).with_name("base.yaml")  # read before any other config
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-NAMED_CHECKPOINTS = ("last", "best", "hpc", "registry")  # names Lightning resolves itself
-EXPORT_HINT = "Also: linreg-pl export --ckpt_path CKPT --output model.onnx|model.pt2 (see `export --help`)."
-# the data module's values that the CLI links into the model's arguments of the same name
-LINKED_FROM_DATA = ("num_inputs", "standardization", "feature_names", "encoding")
-RUNS_NAME = "lightning_logs"  # the runs' folder without a logger, as Lightning's own loggers name it
+# the callbacks every run gets, each under its own key, after the config's `trainer.callbacks`
+FORCED_CALLBACKS = {
+    "last_checkpoint": ModelCheckpoint,
+    "divergence_guard": DivergenceGuard,
+    "interrupt_checkpoint": InterruptCheckpoint,
+    "monitor_check": MonitoredMetricsCheck,
+    "predictions": PredictionWriter,
+}
+# what a user's own class may be, when it raises while being built
+USER_CLASSES = (LightningModule, LightningDataModule, Callback, Logger)
 
 
 class _NoAdvertisements(logging.Filter):
@@ -86,46 +78,74 @@ class _ReasonFirstParser(LightningArgumentParser):
 
 
 class ProjectCLI(LightningCLI):
-    """LightningCLI with values both classes take given once (by the data), a predictions file, run directories
-    reserved before anything is written, and checkpoints checked before use."""
+    """LightningCLI with forced callbacks of their own keys, links the data module declares, run directories reserved
+    before anything is written, `--ckpt_path last|best` across runs, and the checkpoint read once and checked."""
 
     run_directory: str | None = None  # the version directory this process reserved for the run
+    checkpoint: dict[str, Any] | None = None  # the checkpoint `ckpt_path` names, read once
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # each applies where both classes have the argument: a user's model without it is left alone.
-        # feature_names: a table's input names, kept in the checkpoint for `export` (synthetic data have none);
-        # encoding: a table's columns and their levels, which validate, test and predict encode with
-        for name in LINKED_FROM_DATA:
-            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
-        # always on, with its own key: `predict --predictions.path out.csv`
-        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        for key, cls in FORCED_CALLBACKS.items():  # defaults in base.yaml; `--<key> null` leaves one out
+            parser.add_subclass_arguments(cls, key, required=False, fail_untyped=False)
+        self._parsers = [*getattr(self, "_parsers", []), parser]
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
-        # Lightning reads the checkpoint's hyperparameters right after parsing: check the file first
-        path = self._ckpt_path(self.config)
-        if path is not None:
-            read_checkpoint(path)
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        path = config.get("ckpt_path")
+        if path in ("last", "best"):
+            loggers = runs.versioned_loggers(config.trainer.clone())
+            runs.put_under_root(config.trainer, loggers)
+            directory = runs.runs_directory(config.trainer, loggers)
+            found = runs.find_checkpoint(path, directory) if directory else path
+            if found is None and subcommand != "fit":
+                raise ConfigError(f"--ckpt_path {path}: no checkpoint under {directory} yet; fit first")
+            if found is None and rank_zero_only.rank == 0:
+                print(f"--ckpt_path last: no checkpoint under {directory} yet, so training starts from scratch")
+            config.ckpt_path = path = found
+        if path is not None and path not in ("hpc", "registry", "last", "best"):
+            self.checkpoint = read_checkpoint(str(path), weights_only=config.get("weights_only") is not False)
+
+    @override
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI's own step (the checkpoint's model hyperparameters into the config), from the checkpoint read
+        # once above: LightningCLI would read the file a second time
+        hparams = dict((self.checkpoint or {}).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
     @override
     def before_instantiate_classes(self) -> None:
-        self._given: list[tuple[Namespace, str, Any]] = []
-        self.run_directory = _place_run(self._get(self.config, "trainer"), self._given)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        # from a checkpoint, the model's arguments are the checkpoint's: the data module is not asked for them
+        if self.checkpoint is None or self.subcommand == "fit":
+            data = pydoc.locate(str((config.get("data") or {}).get("class_path")))
+            for name in getattr(data, "model_arguments", ()):
+                for parser in self._parsers:
+                    parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        # the saved config.yaml keeps what the user gave, so a rerun from it gets a directory of its own
+        self.loggers = runs.versioned_loggers(config.trainer)
+        self._given = [(args, args.save_dir, args.get("version")) for args in self.loggers]
+        if config.trainer.get("fast_dev_run"):
+            return
+        runs.put_under_root(config.trainer, self.loggers)
+        if rank_zero_only.rank == 0:  # Lightning broadcasts the first process's directories to the others
+            directory = runs.runs_directory(config.trainer, self.loggers)
+            self.run_directory = runs.reserve_run(config.trainer, self.loggers, directory)
 
     @override
     def instantiate_classes(self) -> None:
-        # validate/test/predict from a checkpoint: LightningCLI has put the checkpoint's hyperparameters into the
-        # model's config; a data module may then decline the links (see LINKS_FROM_CHECKPOINT)
-        from_checkpoint = self.subcommand in ("validate", "test", "predict") and self._ckpt_path(self.config)
-        token = LINKS_FROM_CHECKPOINT.set(bool(from_checkpoint))
         try:
             super().instantiate_classes()
-            # the loggers have their reserved version and save_dir under the root; the saved config.yaml keeps
-            # what the user gave, so a rerun from it (`fit --config <run>/config.yaml`) gets a directory of its own
-            for args, key, value in self._given:
-                args[key] = value
+            for args, save_dir, version in self._given:
+                args.save_dir, args.version = save_dir, version
         except BaseException:
             if self.run_directory:  # reserved for a run that never started: give the name back
                 try:
@@ -133,18 +153,19 @@ class ProjectCLI(LightningCLI):
                 except OSError:
                     pass  # something was written there after all
             raise
-        finally:
-            LINKS_FROM_CHECKPOINT.reset(token)
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        trainer = self._get(self.config_init, "trainer", default={})
-        if trainer.get("enable_checkpointing") is False and trainer.get("callbacks"):
-            # the config's ModelCheckpoints would make the Trainer refuse `enable_checkpointing=False`
-            trainer["callbacks"] = [c for c in trainer["callbacks"] if not isinstance(c, ModelCheckpoint)]
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer = config.get("trainer") or {}
+        given = trainer.get("callbacks") or []
+        callbacks = [*(given if isinstance(given, list) else [given])]
+        callbacks += [config[key] for key in FORCED_CALLBACKS if config.get(key) is not None]
+        if trainer.get("enable_checkpointing") is False:  # the Trainer refuses a ModelCheckpoint then
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        kwargs["callbacks"] = callbacks
         if trainer.get("logger") is False and self.run_directory:
-            # no logger to name the run's directory: the Trainer's root is it (config.yaml, checkpoints/);
-            # given here, not in the config, so the saved config.yaml still says what the user said
+            # no logger to name the run's directory: the Trainer's root is it (config.yaml, checkpoints/)
             kwargs.setdefault("default_root_dir", self.run_directory)
         try:
             return super().instantiate_trainer(**kwargs)
@@ -177,15 +198,8 @@ class ProjectCLI(LightningCLI):
         if config.get("weights_only") is None:
             # checkpoints hold tensors and plain values only: never unpickle arbitrary objects from one
             config["weights_only"] = True
-        path = self._ckpt_path(self.config)
-        if path is not None:
-            check_checkpoint(path, self.model)
-
-    @staticmethod
-    def _ckpt_path(config: Any) -> str | None:
-        subcommand = config.get("subcommand")
-        path = config[subcommand].get("ckpt_path") if subcommand else None
-        return None if path is None or path in NAMED_CHECKPOINTS else str(path)
+        if self.checkpoint is not None:
+            check_checkpoint(str(config["ckpt_path"]), self.checkpoint, self.model)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
@@ -196,79 +210,30 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        # the optimiser lives in the model (`--model.optimizer`), not in a second CLI-level copy
-        auto_configure_optimizers=False,
         parser_class=_ReasonFirstParser,
         parser_kwargs=(
             {"prog": PROG, **defaults}
             if not run
-            else {"prog": PROG, "epilog": EXPORT_HINT, **{s: defaults for s in SUBCOMMANDS}}
+            else {"prog": PROG, "epilog": "Also: linreg-pl export --help", **{s: defaults for s in SUBCOMMANDS}}
         ),
         args=args,
         run=run,
     )
 
 
-def _place_run(trainer: Namespace | None, given: list[tuple[Namespace, str, Any]]) -> str | None:
-    """Put relative logger `save_dir`s under `trainer.default_root_dir` and reserve the run's version
-    directory; returns the directory reserved (None on other processes than the first, under
-    `fast_dev_run`, and when a logger's version is given or unknown to us). Each logger argument changed is
-    appended to `given` as (its init_args, its name, the value the user gave).
-
-    Lightning's CSV and TensorBoard loggers pick `version_N` by listing the directory when they first
-    write, so two runs started together can pick the same one; `os.mkdir` either creates the directory
-    or fails, so the first run to create it owns it. Loggers with other layouts are left to themselves.
-    """
-    if trainer is None or trainer.get("fast_dev_run"):
-        return None
-    root = trainer.get("default_root_dir")
-    logger = trainer.get("logger")
-    loggers = logger if isinstance(logger, list) else [logger]
-    # Lightning's loggers of the <save_dir>/<name>/version_N layout; others (MLflow, W&B, ...) keep their own
-    file_loggers = [lg.init_args for lg in loggers if isinstance(lg, Namespace) and _versioned_logger(lg)]
-    for args in file_loggers:
-        if root and not os.path.isabs(args.save_dir):
-            given.append((args, "save_dir", args.save_dir))
-            args.save_dir = os.path.normpath(os.path.join(root, args.save_dir))
-    if rank_zero_only.rank != 0:  # Lightning broadcasts the first process's directories to the others
-        return None
-    if logger is False:
-        version = _reserve_version(os.path.join(root or ".", RUNS_NAME))
-        return os.path.join(root or ".", RUNS_NAME, f"version_{version}")
-    if not file_loggers or file_loggers[0].get("version") is not None:
-        return None
-    first = file_loggers[0]
-    runs = os.path.join(first.save_dir, first.get("name") or "")
-    version = _reserve_version(runs)
-    for args in file_loggers:  # all in one version, as Lightning's log_dir is the first logger's
-        if args.get("version") is None:
-            given.append((args, "version", None))
-            args.version = version
-    return os.path.join(runs, f"version_{version}")
-
-
-def _versioned_logger(logger: Namespace) -> bool:
-    """Whether the logger a config names lays its runs out as <save_dir>/<name>/version_N, as Lightning's CSV and
-    TensorBoard loggers (and their subclasses) do."""
-    module, _, name = str(logger.get("class_path", "")).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return False
-    return isinstance(cls, type) and issubclass(cls, (CSVLogger, TensorBoardLogger))
-
-
-def _reserve_version(runs: str) -> int:
-    """Create `runs/version_N` for the next free N, atomically, and return N."""
-    os.makedirs(runs, exist_ok=True)
-    taken = [int(m.group(1)) for name in os.listdir(runs) if (m := re.fullmatch(r"version_(\d+)", name))]
-    version = max(taken, default=-1) + 1
-    while True:
-        try:
-            os.mkdir(os.path.join(runs, f"version_{version}"))
-            return version
-        except FileExistsError:  # another run took it since the listing
-            version += 1
+def _check_experiment(argv: list[str]) -> None:
+    """An overlay config (ddp.yaml, gpu.yaml, ...) given without an experiment: one line saying what to put first."""
+    if argv[:1] not in ([s] for s in SUBCOMMANDS) or {"-h", "--help", "--model"} & {a.split("=")[0] for a in argv}:
+        return
+    configs = [v for k, v in zip(argv, argv[1:], strict=False) if k in ("-c", "--config")]
+    configs += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    loaded = [yaml.safe_load(Path(c).read_text()) if os.path.isfile(c) else {"model": c} for c in configs]
+    if not any(isinstance(c, dict) and "model" in c for c in loaded):
+        overlays = f" ({', '.join(configs)} only adds to one)" if configs else ""
+        raise ConfigError(
+            "no model: put an experiment config first, e.g. --config configs/default.yaml, or give --model and "
+            f"--data{overlays}"
+        )
 
 
 def _close_process_group() -> None:
@@ -308,10 +273,8 @@ def _main(args: list[str] | None, debug: bool = False) -> ProjectCLI | None:
     # every run, `test`/`predict` from a checkpoint included, writes to its own version directory, so
     # a restored ModelCheckpoint always finds a new dirpath: nothing is wrong and nothing to do
     warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
-    # predict batches carry their own row numbers (PredictionWriter uses them), not sampler indices
+    # PredictionWriter numbers rows by the batch's `row` field or its position where a loader has no indices
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
-    # this project's model logs once per epoch, so an epoch shorter than `log_every_n_steps` loses nothing
-    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
     argv = sys.argv[1:] if args is None else args
     try:
         if argv[:1] == ["export"]:
@@ -319,6 +282,7 @@ def _main(args: list[str] | None, debug: bool = False) -> ProjectCLI | None:
 
             export(argv[1:])
             return None
+        _check_experiment(argv)
         cli = build_cli(args)
         _close_process_group()
         return cli
@@ -333,16 +297,16 @@ def _main(args: list[str] | None, debug: bool = False) -> ProjectCLI | None:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as error:
-        ours = _our_error(error)
-        if ours is None or debug:
+        message = _message(error)
+        if message is None or debug:
             raise
-        print(f"{PROG}: error: {_message(ours)}", file=sys.stderr)
-        raise SystemExit(1 if isinstance(ours, (DivergenceError, CheckpointWriteError)) else 2) from None
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        raise SystemExit(1 if isinstance(_ours(error), (DivergenceError, CheckpointWriteError)) else 2) from None
 
 
-def _our_error(error: BaseException | None) -> Exception | None:
-    """The project's own error behind `error`: jsonargparse re-raises what a class's `__init__` raised
-    as the cause of its own error."""
+def _ours(error: BaseException | None) -> Exception | None:
+    """The project's own error behind `error` (jsonargparse re-raises what a class's `__init__` raised as the
+    cause of its own error)."""
     while error is not None:
         if isinstance(error, (ConfigError, DivergenceError, CheckpointWriteError)):
             return error
@@ -350,9 +314,23 @@ def _our_error(error: BaseException | None) -> Exception | None:
     return None
 
 
-def _message(error: Exception) -> str:
-    if isinstance(error, CheckpointWriteError):
-        if error.last_saved:
-            return f"{error}; resume from the last good checkpoint: --ckpt_path {error.last_saved}"
-        return f"{error}; no checkpoint of this run was written before it"
-    return str(error)
+def _message(error: Exception) -> str | None:
+    """One line for `error`: ours, or a user's class refusing its arguments (its class and its own words)."""
+    ours = _ours(error)
+    if isinstance(ours, CheckpointWriteError):
+        if ours.last_saved:
+            return f"{ours}; resume from the last good checkpoint: --ckpt_path {ours.last_saved}"
+        return f"{ours}; no checkpoint of this run was written before it"
+    if ours is not None:
+        return str(ours)
+    seen: BaseException | None = error
+    while seen is not None:  # the constructor of a model, data module, callback or logger that raised
+        frame = seen.__traceback__
+        while frame is not None:
+            owner = frame.tb_frame.f_locals.get("self") if frame.tb_frame.f_code.co_name == "__init__" else None
+            if isinstance(owner, USER_CLASSES):
+                cls = type(owner)
+                return f"{cls.__module__}.{cls.__qualname__}: {type(seen).__name__}: {seen}"
+            frame = frame.tb_next
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -8,20 +8,21 @@ A step of the default experiment (batch 10, 2 features) is a few microseconds of
 the rest is Lightning's per-step bookkeeping. Each cut below removes work Lightning repeats on
 every step and leaves behaviour unchanged. Each was measured on the default experiment, added one
 at a time, with `python benchmarks/throughput.py --sections cuts --repeats 8` (median step of 8
-interleaved runs; 2-core CPU, torch 2.13, lightning 2.6.6): 774 µs a step without any, 566 µs with all.
+interleaved runs; docs/speed.md has the figures).
 
 - A no-op profiler: Lightning wraps every hook call, ~40 a step, in `trainer.profiler.profile(name)`;
   the default `PassThroughProfiler` builds a fresh generator-based context manager each time.
-  One shared no-op context instead: 12% of the step (774 -> 680 µs).
-- The model's `_current_fx_name`: Lightning records the running hook in this attribute around every
-  hook call, ~44 a step, through `nn.Module.__setattr__`, which first searches the module's
-  parameters, buffers and submodules for the name. A plain `object.__setattr__` for that one name:
-  9% of what is left (680 -> 618 µs).
+  One shared no-op context instead.
 - Callback hooks nobody wrote: Lightning calls each per-batch hook (6 a training step) on every
   callback, whether the callback implements it or not, and each call first builds the profiler's
   action name (for a `ModelCheckpoint`, `state_key` formats a dict). Lightning skips a hook that is
   not callable, so for the length of a run each callback's inherited, empty per-batch hooks are set
-  to None on the instance: 8% of what is left (618 -> 566 µs).
+  to None on the instance (and put back when the run ends).
+
+Dropped: giving the model a plain `_current_fx_name` attribute (Lightning sets it ~44 times a step through
+`nn.Module.__setattr__`) took swapping the model's class for a generated subclass, which broke pickling the
+module during `fit`; the user's objects keep their class, and the benchmark's `cuts` section reports what that
+cost.
 
 All come as one profiler rather than a callback: Lightning calls every hook of every callback on
 every step, so a callback would give back part of what it saves. Choosing another profiler
@@ -56,16 +57,6 @@ class NoOpProfiler(PassThroughProfiler):
         return _NOTHING
 
 
-class _PlainHookName:
-    """Mixed in before the model's class: `_current_fx_name` is a plain string attribute."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
-
 # the callback hooks Lightning calls for every batch
 PER_BATCH_HOOKS = (
     "on_train_batch_start",
@@ -84,18 +75,17 @@ PER_BATCH_HOOKS = (
 
 
 class LightningOverheadCuts(NoOpProfiler):
-    """The no-op profiler, which also, for the length of a run, gives the model a plain
-    `_current_fx_name` and switches off the per-batch hooks the callbacks inherit without implementing.
+    """The no-op profiler, which also, for the length of a run, switches off the per-batch hooks the callbacks
+    inherit without implementing.
 
-    Lightning hands a profiler the model (`_lightning_module`), already attached to its trainer and
-    callbacks, just before `setup`: the model's class is swapped for a subclass with the plain attribute
-    store, and the empty hooks are hidden behind None. Both are undone in `teardown`, which Lightning
-    calls after a run that ends normally, and by `_UndoOnException` after one that raises.
+    Lightning hands a profiler the model (`_lightning_module`), already attached to its trainer and callbacks,
+    just before `setup`: the empty hooks are hidden behind None on the callback instances (their class is left
+    alone). That is undone in `teardown`, which Lightning calls after a run that ends normally, and by
+    `_UndoOnException` after one that raises.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._swapped: tuple[Any, type] | None = None
         self._silenced: list[tuple[Callback, str]] = []
         self._undo_callback = _UndoOnException(self)
         self._callbacks: list[Callback] = []  # the trainer's list, which holds `_undo_callback` during a run
@@ -106,10 +96,6 @@ class LightningOverheadCuts(NoOpProfiler):
         module = getattr(self, "_lightning_module", None)
         if module is None:
             return
-        if self._swapped is None:
-            model_class = module.__class__  # a weak proxy of the model: `type()` would name the proxy
-            self._swapped = (module, model_class)
-            module.__class__ = _fast_class(model_class)
         callbacks = self._callbacks = module.trainer.callbacks
         if self._undo_callback not in callbacks:
             callbacks.append(self._undo_callback)
@@ -128,11 +114,6 @@ class LightningOverheadCuts(NoOpProfiler):
         super().teardown(stage)
 
     def _undo(self) -> None:
-        if self._swapped is not None:
-            module, model_class = self._swapped
-            self._swapped = None
-            with contextlib.suppress(ReferenceError):  # a model already gone needs nothing back
-                module.__class__ = model_class
         for callback, hook in self._silenced:
             if vars(callback).get(hook, False) is None:  # still ours: the class's (empty) hook shows again
                 delattr(callback, hook)
@@ -150,13 +131,3 @@ class _UndoOnException(Callback):
     @override
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self.cuts._undo()
-
-
-_FAST_CLASSES: dict[type, type] = {}
-
-
-def _fast_class(model_class: type) -> type:
-    # a subclass with the same name, made once per model class
-    if model_class not in _FAST_CLASSES:
-        _FAST_CLASSES[model_class] = type(model_class.__name__, (_PlainHookName, model_class), {})
-    return _FAST_CLASSES[model_class]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import EXPERIMENT_DATA
 
-from linreg_pl.batches import BatchIndexSampler, TensorBatchLoader
+from linreg_pl.regression.batches import BatchIndexSampler, TensorBatchLoader
 from linreg_pl.regression.data import SyntheticRegressionDataModule
 
 

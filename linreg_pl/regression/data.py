@@ -4,8 +4,8 @@
     python -m linreg_pl fit --config configs/csv.yaml --data.path my_table.csv --data.target price
 
 `RegressionDataModule` splits whatever `load_tensors()` returns into train/val/test (shares of the
-examples chosen by a seeded permutation) and batches each split through `linreg_pl.batches`, which
-gathers a whole batch at once (`linreg_pl.batches.gather`). Data larger than memory stream from
+examples chosen by a seeded permutation) and batches each split through `linreg_pl.regression.batches`, which
+gathers a whole batch at once (`linreg_pl.regression.batches.gather`). Data larger than memory stream from
 `linreg_pl.regression.streaming` (`SyntheticStreamDataModule`, `TableStreamDataModule`).
 """
 
@@ -21,9 +21,8 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from typing_extensions import override
 
-from linreg_pl.batches import BatchIndexSampler, RowBatch, TensorBatchLoader, gather
-from linreg_pl.checkpoints import LINKS_FROM_CHECKPOINT
 from linreg_pl.errors import ConfigError
+from linreg_pl.regression.batches import BatchIndexSampler, RowBatch, TensorBatchLoader, gather
 from linreg_pl.regression.closed_form import NormalEquations
 from linreg_pl.regression.encoding import (
     Encoded,
@@ -152,8 +151,10 @@ class RegressionDataModule(LightningDataModule):
             as a large one without `max_steps`.
     """
 
-    feature_names: list[str] | None = None  # column names, for tables (the CLI links them into the model)
-    encoding: dict[str, list[str] | None] | None = None  # a table's columns and levels (linked likewise)
+    # what the model takes from the data: the CLI links these attributes into its init arguments of the same name
+    model_arguments = ("num_inputs", "standardization", "feature_names", "encoding")
+    feature_names: list[str] | None = None  # column names, for tables
+    encoding: dict[str, list[str] | None] | None = None  # a table's columns and levels
 
     def __init__(
         self,
@@ -389,9 +390,6 @@ class TableRegressionDataModule(RegressionDataModule):
     @property
     def encoding(self) -> Encoding:
         """Each feature column's levels (text) or None (numbers), in input order (linked into the model)."""
-        if LINKS_FROM_CHECKPOINT.get() and not self.splits:
-            # the model takes them from its checkpoint: the training table is not read for them
-            raise AttributeError("encoding: the model's checkpoint gives it")
         self._load_splits()
         assert self._encoding is not None
         return self._encoding

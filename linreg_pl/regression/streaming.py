@@ -12,7 +12,7 @@ seed + epoch) and the examples inside each; the chunks are dealt out to processe
 process, to its generating threads, so every share is disjoint.
 
 `num_workers` background threads generate whole chunks ahead; the training thread gathers each batch
-from a chunk by `linreg_pl.batches.gather`, as for data in memory. Generation overlaps training; on a
+from a chunk by `linreg_pl.regression.batches.gather`, as for data in memory. Generation overlaps training; on a
 few CPU cores, making the data is what bounds the speed (README, "Speed").
 
 A table streams the same way, with its row groups (Parquet) or byte ranges (CSV) as chunks: see
@@ -36,11 +36,11 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from typing_extensions import override
 
-from linreg_pl.batches import RowBatch, gather, shard
-from linreg_pl.checkpoints import LINKS_FROM_CHECKPOINT
 from linreg_pl.errors import ConfigError
+from linreg_pl.regression.batches import RowBatch, gather, shard
 from linreg_pl.regression.closed_form import NormalEquations
 from linreg_pl.regression.data import (
+    RegressionDataModule,
     check_split_arguments,
     feature_columns,
     is_null_or_nan,
@@ -146,7 +146,7 @@ class SyntheticChunks(ChunkSource):
         rank: this process's rank among `num_replicas`.
         num_replicas: processes sharing the chunks.
         even_shards: give every process as many chunks, hence as many batches, as the others
-            (see `linreg_pl.batches.shard`).
+            (see `linreg_pl.regression.batches.shard`).
     """
 
     def __init__(
@@ -289,6 +289,7 @@ class SyntheticStreamDataModule(LightningDataModule):
     """
 
     # what the CLI links into the model: synthetic columns have no names, N(0, 1) features need no standardising
+    model_arguments = RegressionDataModule.model_arguments  # linked into the model's init arguments by the CLI
     feature_names: list[str] | None = None
     encoding: dict[str, list[str] | None] | None = None  # synthetic inputs are all numbers
     standardization: dict[str, list[float]] | None = None
@@ -390,7 +391,7 @@ class TableChunks(ChunkSource):
     """One split of a table's chunks (Parquet row groups or CSV byte ranges) and this process's share.
 
     Each epoch shuffles the chunk order (from seed + epoch) and the rows in each chunk, and deals the
-    chunks to the processes with `linreg_pl.batches.shard`: disjoint strided shares. Chunks hold different
+    chunks to the processes with `linreg_pl.regression.batches.shard`: disjoint strided shares. Chunks hold different
     numbers of rows, so shares may differ in batches; every chunk's row count is known (footers, the CSV's
     first pass, or the rows the statistics pass kept), so with `pad` each process computes every share's
     batch count without any communication and wraps around its own share, from its first chunk on, until it
@@ -612,6 +613,8 @@ class TableStreamDataModule(LightningDataModule):
             R's na.omit; `error` refuses the table at the first one.
     """
 
+    model_arguments = RegressionDataModule.model_arguments  # linked into the model's init arguments by the CLI
+
     def __init__(
         self,
         path: str,
@@ -687,9 +690,6 @@ class TableStreamDataModule(LightningDataModule):
     def encoding(self) -> Encoding:
         """Each feature column's levels (text) or None (numbers), in input order (linked into the model)."""
         if self._encoding is None:
-            if LINKS_FROM_CHECKPOINT.get():
-                # the model takes it from its checkpoint: the training table is not read for it
-                raise AttributeError("encoding: the model's checkpoint gives it")
             self._encoding = self._find_encoding()
         return self._encoding
 
@@ -728,7 +728,6 @@ class TableStreamDataModule(LightningDataModule):
     @property
     def standardization(self) -> dict[str, list] | None:
         """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
-        self.encoding  # noqa: B018 (from a checkpoint, an AttributeError: the link is left alone)
         return self.normal_equations.standardization() if self.standardize else None
 
     def _find_encoding(self) -> Encoding:

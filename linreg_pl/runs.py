@@ -1,0 +1,105 @@
+"""Where runs land, and `--ckpt_path last|best` across them.
+
+    python -m linreg_pl fit --config configs/default.yaml --ckpt_path last
+
+Every run gets a directory of its own, `<root>/<name>/version_N` (`<root>`: `--trainer.default_root_dir`, default
+the working directory; `<name>`: the logger's, `lightning_logs`), holding config.yaml, the logs and `checkpoints/`.
+A logger's relative `save_dir` is relative to `<root>`. Lightning's CSV and TensorBoard loggers pick `version_N` by
+listing the directory when they first write, so two runs started together could pick the same one; here it is
+reserved with `os.mkdir` first, which either creates the directory or fails. Loggers of other layouts (MLflow, W&B)
+are left to themselves. With `--trainer.logger false` the run still gets `<root>/lightning_logs/version_N`.
+
+Each run being new, Lightning's own `ckpt_path="last"` would look only in the new run's empty directory; here
+`last` is the newest `last*.ckpt` or `interrupted.ckpt` among the experiment's runs, and `best` the best checkpoint
+that the newest run's monitored `ModelCheckpoint` recorded.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import os
+import re
+from typing import Any
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from linreg_pl.errors import ConfigError
+
+RUNS_NAME = "lightning_logs"  # the runs' folder without a logger, as Lightning's own loggers name it
+
+
+def versioned_loggers(trainer: Namespace) -> list[Namespace]:
+    """The init_args of the configured loggers of the <save_dir>/<name>/version_N layout (CSV, TensorBoard and their
+    subclasses)."""
+    logger = trainer.get("logger")
+    return [lg.init_args for lg in (logger if isinstance(logger, list) else [logger]) if _versioned(lg)]
+
+
+def put_under_root(trainer: Namespace, loggers: list[Namespace]) -> None:
+    """A relative logger `save_dir` is relative to `trainer.default_root_dir`."""
+    root = trainer.get("default_root_dir")
+    for args in loggers:
+        if root and not os.path.isabs(args.save_dir):
+            args.save_dir = os.path.normpath(os.path.join(root, args.save_dir))
+
+
+def runs_directory(trainer: Namespace, loggers: list[Namespace]) -> str | None:
+    """`<root>/<name>`, where the experiment's runs are; None for loggers of another layout."""
+    if trainer.get("logger") is False:
+        return os.path.join(trainer.get("default_root_dir") or ".", RUNS_NAME)
+    return os.path.join(loggers[0].save_dir, loggers[0].get("name") or "") if loggers else None
+
+
+def reserve_run(trainer: Namespace, loggers: list[Namespace], runs: str | None) -> str | None:
+    """Create the run's `version_N` directory and give it to every versioned logger; returns the directory (None
+    when a logger's version is given, or for loggers of another layout)."""
+    if runs is None or any(args.get("version") is not None for args in loggers):
+        return None
+    os.makedirs(runs, exist_ok=True)
+    taken = [int(m.group(1)) for name in os.listdir(runs) if (m := re.fullmatch(r"version_(\d+)", name))]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            os.mkdir(os.path.join(runs, f"version_{version}"))
+            break
+        except FileExistsError:  # another run took it since the listing
+            version += 1
+    for args in loggers:  # all in one version, as Lightning's log_dir is the first logger's
+        args.version = version
+    return os.path.join(runs, f"version_{version}")
+
+
+def find_checkpoint(name: str, runs: str) -> str | None:
+    """The checkpoint `--ckpt_path last` or `best` means among the runs under `runs`; None when there is none yet."""
+    candidates = [
+        path
+        for path in glob.glob(os.path.join(glob.escape(runs), "version_*", "checkpoints", "*.ckpt"))
+        if re.fullmatch(r"last.*\.ckpt|interrupted\.ckpt", os.path.basename(path))
+    ]
+    if not candidates:
+        return None
+    newest = max(candidates, key=os.path.getmtime)
+    if name == "last":
+        return newest
+    states = torch.load(newest, map_location="cpu", weights_only=True, mmap=True).get("callbacks") or {}
+    for key, state in states.items():
+        if key.startswith("ModelCheckpoint") and state.get("monitor") and state.get("best_model_path"):
+            return state["best_model_path"]
+    raise ConfigError(
+        f"--ckpt_path best: the newest run ({newest}) has no ModelCheckpoint with a monitor, so no checkpoint is the "
+        "best; give the path of one, or `last`"
+    )
+
+
+def _versioned(logger: Any) -> bool:
+    if not isinstance(logger, Namespace):
+        return False
+    module, _, name = str(logger.get("class_path", "")).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, (CSVLogger, TensorBoardLogger))
