@@ -228,11 +228,10 @@ def _check_experiment(argv: list[str]) -> None:
     configs = [v for k, v in zip(argv, argv[1:], strict=False) if k in ("-c", "--config")]
     configs += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
     loaded = [yaml.safe_load(Path(c).read_text()) if os.path.isfile(c) else {"model": c} for c in configs]
-    if not any(isinstance(c, dict) and "model" in c for c in loaded):
-        overlays = f" ({', '.join(configs)} only adds to one)" if configs else ""
+    if configs and not any(isinstance(c, dict) and "model" in c for c in loaded):  # without: jsonargparse's words
         raise ConfigError(
-            "no model: put an experiment config first, e.g. --config configs/default.yaml, or give --model and "
-            f"--data{overlays}"
+            f"{', '.join(configs)} names no model: it adds to an experiment; put an experiment config before it "
+            "(e.g. --config configs/default.yaml), or give --model and --data"
         )
 
 

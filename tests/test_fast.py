@@ -12,9 +12,9 @@ import torch
 from conftest import DEFAULT_CONFIG, QUIET, run_cli, version_dir
 from lightning.pytorch import Callback
 
-from linreg_pl.regression.batches import gather
 from linreg_pl.cli import build_cli
 from linreg_pl.fast import PER_BATCH_HOOKS, LightningOverheadCuts
+from linreg_pl.regression.batches import gather
 from linreg_pl.regression.model import LinearRegression
 
 

@@ -8,7 +8,11 @@ import csv
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_cli, version_dir
+from conftest import ROOT, version_dir
+from example_helpers import (
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+)
 from lightning.pytorch import Callback
 
 CSV_CONFIG = str(ROOT / "configs" / "csv.yaml")

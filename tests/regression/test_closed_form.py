@@ -7,6 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from example_helpers import no_picture  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
 
 from linreg_pl.errors import ConfigError
 from linreg_pl.regression.closed_form import NormalEquations, least_squares, refine
@@ -507,7 +508,8 @@ def test_without_intercept_solve_and_objective_fit_y_equal_x_w():
 
 
 def test_the_reports_yardstick_on_a_degree_10_table_in_memory_gets_8_significant_digits(isolated):
-    from conftest import ROOT, run_cli
+    from conftest import ROOT
+    from example_helpers import run_cli
 
     # the polynomial design as a table file: the report solves it from the training split it holds in memory
     features, targets = polynomial_design(10)

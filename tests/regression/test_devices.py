@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT, SMALL_STREAM, assert_near_training_optimum, run_cli, with_experiment
+from conftest import ROOT
+from example_helpers import (
+    DEFAULT_CONFIG,
+    SMALL_STREAM,
+    assert_near_training_optimum,
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+    with_experiment,
+)
 
 from linreg_pl.cli import main
 

@@ -6,7 +6,11 @@ import re
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT
+from example_helpers import (
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+)
 from test_training_to_the_optimum import noisy_table, write_table
 
 from linreg_pl.errors import ConfigError

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EXPERIMENT_DATA
+from example_helpers import (
+    EXPERIMENT_DATA,
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+)
 
 from linreg_pl.regression.batches import BatchIndexSampler, TensorBatchLoader
 from linreg_pl.regression.data import SyntheticRegressionDataModule

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SMALL_STREAM, run_cli
+from example_helpers import (
+    SMALL_STREAM,
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+)
 
 from linreg_pl.regression.streaming import StreamingLoader, SyntheticChunks, SyntheticStreamDataModule
 

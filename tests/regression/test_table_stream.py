@@ -10,7 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import ROOT, exact_least_squares, run_cli, version_dir
+from conftest import ROOT, version_dir
+from example_helpers import (
+    exact_least_squares,
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+)
 
 from linreg_pl.errors import ConfigError
 from linreg_pl.regression.closed_form import NormalEquations

@@ -1,7 +1,7 @@
 """Checkpoints written by 0.2.0, whose class path (`linreg_pl.model.LinearRegression`) moved to
 `linreg_pl.regression.model`, still validate, test, predict and export, and predict what their weights say.
 
-tests/data/README.md says how the files were made.
+tests/regression/data/README.md says how the files were made.
 """
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT
+from example_helpers import (
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+)
 
 from linreg_pl.cli import main
 

@@ -10,7 +10,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT, SMALL_STREAM, run_cli, version_dir
+from conftest import ROOT, version_dir
+from example_helpers import (
+    DEFAULT_CONFIG,
+    SMALL_STREAM,
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+)
 
 from linreg_pl.errors import ConfigError
 from linreg_pl.regression import figures

@@ -1,7 +1,7 @@
 """Checkpoints written before the redesign (`net.*` keys, 0-d target statistics) still validate, test,
 predict and resume through the CLI, and predict what the old model predicted.
 
-tests/data/README.md says how the files were made.
+tests/regression/data/README.md says how the files were made.
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT, run_cli, version_dir
+from conftest import ROOT, version_dir
+from example_helpers import (
+    DEFAULT_CONFIG,
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+)
 
 from linreg_pl.cli import main
 from linreg_pl.regression.model import FORMAT, FORMAT_KEY, LinearRegression

@@ -7,7 +7,13 @@ import csv
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, exact_least_squares, run_cli, version_dir, with_experiment
+from conftest import ROOT, version_dir
+from example_helpers import (
+    exact_least_squares,
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+    with_experiment,
+)
 
 from linreg_pl.cli import main
 from linreg_pl.errors import ConfigError

@@ -8,6 +8,7 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+from example_helpers import no_picture  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
 
 from linreg_pl.errors import ConfigError
 from linreg_pl.regression.tables import CSVByteRanges, ParquetRowGroups, column_names, read_table

@@ -9,7 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import ROOT, run_cli, version_dir
+from conftest import ROOT, version_dir
+from example_helpers import (
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+)
 
 from linreg_pl.cli import main
 from linreg_pl.errors import ConfigError
