@@ -11,8 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from linreg_pl.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false"]
+# a user's experiment (tests/user_models.py: a classifier on 3 blobs, 14 steps an epoch, 3 epochs): the core's tests
+# run on it, so deleting the regression example deletes none of them
+USER_EXPERIMENT = str(ROOT / "tests" / "configs" / "classifier.yaml")
+STEPS_PER_EPOCH = 14  # 420 training points, batches of 32
+
+
+def run_user(subcommand: str, *args: str):
+    """Run the CLI in-process on the user's experiment and what `args` change; returns the LightningCLI object."""
+    return main([subcommand, "--config", USER_EXPERIMENT, *args, *QUIET, "--trainer.enable_progress_bar", "false"])
 
 
 @pytest.fixture(autouse=True)

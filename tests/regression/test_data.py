@@ -9,7 +9,7 @@ from example_helpers import (
     no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
 )
 
-from linreg_pl.regression.batches import BatchIndexSampler, TensorBatchLoader
+from linreg_pl.regression.batches import BatchIndexSampler, TensorBatchLoader, gather
 from linreg_pl.regression.data import SyntheticRegressionDataModule
 
 
@@ -96,3 +96,18 @@ def test_evaluation_shards_partition_the_data_without_padding():
     everything = torch.cat(shards)
     assert len(everything) == 103
     assert torch.equal(everything.sort().values, torch.arange(103))
+
+
+def test_gather_takes_the_rows_indexing_takes():
+    generator = torch.Generator().manual_seed(0)
+    features, targets = torch.randn(50, 3, generator=generator), torch.randn(50, generator=generator)
+    for index in (
+        torch.tensor([7, 0, 49, 7]),
+        torch.tensor([3, 1], dtype=torch.int32),
+        torch.tensor([], dtype=torch.long),
+    ):
+        gathered = gather((features, targets), index)
+        assert torch.equal(gathered[0], features[index.long()]) and torch.equal(gathered[1], targets[index.long()])
+    sliced = gather((features, targets), slice(10, 20))
+    assert sliced[0].data_ptr() == features[10].data_ptr()  # a view, no copy
+    assert torch.equal(sliced[1], targets[10:20])

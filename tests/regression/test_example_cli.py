@@ -8,7 +8,13 @@ import re
 import pytest
 import torch
 import yaml
-from conftest import DEFAULT_CONFIG, ROOT, assert_near_training_optimum, run_cli, version_dir
+from conftest import ROOT, version_dir
+from example_helpers import (
+    DEFAULT_CONFIG,
+    assert_near_training_optimum,
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+)
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch.utils.data import DataLoader, TensorDataset

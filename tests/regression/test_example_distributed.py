@@ -8,15 +8,13 @@ import signal
 
 import pytest
 import torch
-from conftest import (
+from conftest import ROOT, interrupt_at, run_python, version_dir
+from example_helpers import (
     DEFAULT_CONFIG,
     EXPERIMENT_DATA,
-    ROOT,
     assert_near_training_optimum,
-    interrupt_at,
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
     run_cli,
-    run_python,
-    version_dir,
 )
 
 from linreg_pl.regression.data import SyntheticRegressionDataModule

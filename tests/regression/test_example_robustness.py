@@ -9,7 +9,13 @@ import signal
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, interrupt_at, run_cli, version_dir, with_experiment
+from conftest import interrupt_at, version_dir
+from example_helpers import (
+    DEFAULT_CONFIG,
+    no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
+    run_cli,
+    with_experiment,
+)
 from lightning.pytorch import Callback
 from typing_extensions import override
 
