@@ -198,8 +198,18 @@ class ProjectCLI(LightningCLI):
         if config.get("weights_only") is None:
             # checkpoints hold tensors and plain values only: never unpickle arbitrary objects from one
             config["weights_only"] = True
-        if self.checkpoint is not None:
-            check_checkpoint(str(config["ckpt_path"]), self.checkpoint, self.model)
+        if self.checkpoint is None:
+            return
+        path = str(config["ckpt_path"])
+        check_checkpoint(path, self.checkpoint, self.model)
+        # the links were not applied (the model's arguments are the checkpoint's): the data must agree with them
+        given = vars(self.datamodule) if self.datamodule is not None else {}
+        for name in getattr(self.datamodule, "model_arguments", ()):
+            trained = self.model.hparams.get(name)
+            if isinstance(trained, (int, str)) and name in given and given[name] != trained:
+                raise ConfigError(
+                    f"checkpoint {path!r} was trained with {name} {trained!r}; the data give {given[name]!r}"
+                )
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:

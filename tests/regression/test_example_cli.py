@@ -188,7 +188,7 @@ def summary(cli) -> dict:
     }
 
 
-BASE = {  # configs/base.yaml, read by every run
+BASE = {  # linreg_pl/base.yaml, read by every run
     "seed": 0, "max_epochs": None, "sanity_steps": 2, "strategy": ("SingleDeviceStrategy", 1),
     "logger": ("CSVLogger", ".", "lightning_logs"), "profiler": "LightningOverheadCuts",
     "checkpoint_io": "AtomicCheckpointIO", "progress_bar": True, "checkpoints": [("", "last")],
@@ -203,9 +203,8 @@ DEFAULT = {  # configs/default.yaml on top of it
 }  # fmt: skip
 AT_SCALE = {"optimizer": ("SGD", 0.1), "batch_size": 4096}  # the streamed configs: millions of rows
 AVERAGED = {"callbacks": sorted([*DEFAULT["callbacks"], "TailWeightAveraging"]), "averaging_start": 0.5}
-# each file in configs/: what it sets, on top of configs/default.yaml (base.yaml: with a user's model of its own)
+# each file in configs/: what it sets, alone (an overlay: on top of configs/default.yaml)
 CONFIGS = {
-    "base.yaml": BASE,
     "default.yaml": DEFAULT,
     "averaged.yaml": {**DEFAULT, **AVERAGED, "max_epochs": 10, "scheduler": ("CosineAnnealingLR", 10)},
     "csv.yaml": {
@@ -239,9 +238,8 @@ def test_every_config_instantiates_what_it_sets(config, isolated):
         i = list(range(50))
         table = pa.table({"x1": i, "x2": [v % 7 for v in i], "y": [3.0 * v + 1 for v in i]})
         pq.write_table(table, isolated / "data" / "example.parquet", row_group_size=5)
-    experiment = ["--config", DEFAULT_CONFIG] if config not in ("default.yaml", "base.yaml") else []
-    if config == "base.yaml":  # read by every run: here with a user's model of its own
-        experiment = ["--model", "user_models.Classifier", "--data", "user_models.Blobs"]
+    overlay = config in ("ddp.yaml", "gpu.yaml", "tensorboard.yaml")
+    experiment = ["--config", DEFAULT_CONFIG] if overlay else []
     args = [*experiment, "--config", str(ROOT / "configs" / config)]
     if config == "gpu.yaml" and not torch.cuda.is_available():
         # it asks for a GPU: here the Trainer's own one line; on CPU, one device

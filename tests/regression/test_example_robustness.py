@@ -131,7 +131,11 @@ def test_corrupt_and_foreign_checkpoints_are_refused(capsys, isolated):
 
     run_cli("fit", SYNTHETIC + "num_inputs", "3", SYNTHETIC + "true_w", "null", "--trainer.max_epochs", "1")
     other_shape = str(version_dir(isolated) / "checkpoints" / "last.ckpt")
+    # the model is rebuilt from the checkpoint's arguments; the data of the config give 2 inputs
     line = error_line(capsys, "predict", "--ckpt_path", other_shape)
+    assert line == f"linreg-pl: error: checkpoint {other_shape!r} was trained with num_inputs 3; the data give 2"
+    # fit from it builds the model from the data (2 inputs): the checkpoint's weights do not fit
+    line = error_line(capsys, "fit", "--ckpt_path", other_shape)
     assert "belongs to a model of another shape: " in line and "linear.weight (1, 3) (model has (1, 2))" in line
 
 
