@@ -159,8 +159,12 @@ class ProjectCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer = config.get("trainer") or {}
         given = trainer.get("callbacks") or []
-        callbacks = [*(given if isinstance(given, list) else [given])]
-        callbacks += [config[key] for key in FORCED_CALLBACKS if config.get(key) is not None]
+        forced = [config[key] for key in FORCED_CALLBACKS if config.get(key) is not None]
+        # the guards before the config's callbacks (they see a step first, and put Ctrl-C back first when training
+        # ends); last.ckpt after the config's ModelCheckpoints, so the first of those is trainer.checkpoint_callback
+        callbacks = [c for c in forced if not isinstance(c, ModelCheckpoint)]
+        callbacks += [*(given if isinstance(given, list) else [given])]
+        callbacks += [c for c in forced if isinstance(c, ModelCheckpoint)]
         if trainer.get("enable_checkpointing") is False:  # the Trainer refuses a ModelCheckpoint then
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         kwargs["callbacks"] = callbacks

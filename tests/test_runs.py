@@ -19,6 +19,7 @@ import pytest
 import torch
 import user_models
 from conftest import STEPS_PER_EPOCH, mount_tmpfs, run_user, version_dir
+from lightning.pytorch import Callback
 
 from linreg_pl.cli import main
 
@@ -130,13 +131,16 @@ def test_a_second_ctrl_c_stops_at_once_and_saves_nothing(isolated, monkeypatch, 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+class CtrlCWhenTrainingEnds(Callback):
+    """A user's callback during whose `on_train_end` Ctrl-C is pressed."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+
 def test_ctrl_c_after_the_last_step_stops_at_once(isolated, monkeypatch, capsys):
-    monkeypatch.setattr(
-        "linreg_pl.callbacks.MonitoredMetricsCheck.on_train_end",
-        lambda self, *args: signal.raise_signal(signal.SIGINT),
-    )
     with pytest.raises(SystemExit) as exit_info:
-        run_user("fit", *ONE_EPOCH)
+        run_user("fit", *ONE_EPOCH, "--trainer.callbacks+", f"{__name__}.CtrlCWhenTrainingEnds")
     assert exit_info.value.code == 1
     assert capsys.readouterr().out.splitlines()[-1] == (
         "Stopped at once (KeyboardInterrupt): nothing saved. Resume from the last finished epoch with: "
