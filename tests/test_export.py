@@ -354,3 +354,28 @@ def test_a_dict_batch_is_matched_to_forward_by_name_and_a_mismatch_is_one_line_n
         'input "points": float32 [batch, 2]',
         'output "predictions": float32 [batch, 2]',
     ]
+
+
+@pytest.mark.parametrize("suffix", [pytest.param(".onnx", marks=needs_onnx), ".pt2"])
+def test_a_tuple_example_input_array_gives_one_named_input_per_forward_parameter(tmp_path, suffix):
+    from user_models import StoreRegressor
+
+    model = StoreRegressor().eval()
+    model.example_input_array = (torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))  # forward(features, store)
+    example = export_module._example_input(model, str(tmp_path / "unused.ckpt"), None)
+    exported = export_model(model, example, tmp_path / f"model{suffix}")
+    assert exported.inputs == {"features": (torch.float32, (3,)), "store": (torch.int64, ())}
+    assert exported.outputs == {"predictions": (torch.float32, ())}
+    features, store = torch.randn(5, 3), torch.tensor([0, 3, 1, 2, 3])
+    with torch.no_grad():
+        expected = model(features, store)
+    if suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(exported.path, providers=["CPUExecutionProvider"])
+        (actual,) = session.run(None, {"features": features.numpy(), "store": store.numpy()})
+        actual = torch.from_numpy(actual)
+    else:
+        with torch.no_grad():
+            actual = torch.export.load(exported.path).module()(features, store)
+    torch.testing.assert_close(actual, expected)
