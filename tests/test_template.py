@@ -34,6 +34,7 @@ import yaml
 from conftest import QUIET, ROOT, version_dir
 from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from linreg_pl.cli import main
 from linreg_pl.errors import ConfigError
@@ -164,14 +165,22 @@ def prediction_columns(prediction: Any) -> dict[str, list[float]]:
     """The predictions file's columns for one predict_step result: [n] one column, [n, k] k of them."""
     columns = {}
     for name, value in named_outputs(prediction, "prediction").items():
-        if isinstance(prediction, torch.Tensor):
-            name = "prediction"
         flat = value.detach().float().reshape(len(value), -1)
         if value.ndim == 1:
             columns[name] = flat[:, 0].tolist()
         else:
             columns.update({f"{name}_{j}": flat[:, j].tolist() for j in range(flat.shape[1])})
     return columns
+
+
+def first_batch(datamodule) -> Any:
+    """The first validation batch, else predict, else training batch: one that forward's inputs come from."""
+    for loader in ("val_dataloader", "predict_dataloader", "train_dataloader"):
+        try:
+            return next(iter(getattr(datamodule, loader)()))
+        except (MisconfigurationException, NotImplementedError, StopIteration):
+            continue  # Lightning's "`val_dataloader` must be implemented", or an empty split
+    pytest.fail(f"{type(datamodule).__name__} gives no batch")
 
 
 def read_csv(path: Path | str) -> tuple[list[str], list[list[str]]]:
@@ -266,8 +275,9 @@ def test_export_with_no_flags_writes_a_file_that_computes_what_forward_computes(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"wrote model{suffix} (")
     model = copy.deepcopy(cli.model).eval()
-    batch = next(iter(cli.datamodule.val_dataloader()))
-    inputs = [tensor[:7] for tensor in forward_inputs(model, batch)]  # any batch size: the batch dimension is free
+    inputs = [
+        tensor[:7] for tensor in forward_inputs(model, first_batch(cli.datamodule))
+    ]  # any batch size: the batch dimension is free
     with torch.no_grad():
         expected = named_outputs(model(*inputs))
     names = [p.name for p in inspect.signature(model.forward).parameters.values()][: len(inputs)]
