@@ -8,6 +8,13 @@ the shapes `forward` returns, and the first (batch) dimension of every input fre
 chooses the format: `.onnx` for ONNX Runtime and other ONNX consumers, `.pt2` for
 `torch.export.load(path).module()`. A module that carries its own preprocessing as buffers (the regression
 example's standardisation) carries it into the file.
+
+The example input that fixes the inputs' dtypes and shapes is, in this order: `--input_shape`, the module's
+`example_input_array`, else the first predict (or validation) batch of the run's data module, built from the
+checkpoint's `datamodule_hyper_parameters` or, when the data module saved none, from the `data:` section of the
+run's `config.yaml` (LightningCLI's copy, in `<run>/` beside `<run>/checkpoints/`). A dict is matched to
+`forward`'s parameters by name; a tuple or list gives them in order (a batch's trailing items, the targets, are
+left out). Every failure is one `ConfigError` line.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
@@ -64,13 +72,15 @@ def input_names(model: nn.Module) -> list[str]:
     return [p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty]
 
 
-def export_model(model: nn.Module, example: Tensor | Sequence[Tensor], output: str | Path) -> Exported:
+def export_model(
+    model: nn.Module, example: Tensor | Sequence[Tensor] | Mapping[str, Tensor], output: str | Path
+) -> Exported:
     """Write `model` to `output` in the format its suffix names.
 
     Args:
         model: any module `torch.export` can trace; left as it is (a copy, in eval mode on the CPU, is exported).
-        example: an input batch for `forward` (a tensor, or one tensor per parameter), any batch size: its
-            values are not kept, only its dtypes and shapes beyond the batch dimension.
+        example: an input batch for `forward` (a tensor, one tensor per parameter, or a dict of them by parameter
+            name), any batch size: its values are not kept, only its dtypes and shapes beyond the batch dimension.
         output: a `.onnx` or `.pt2` path; missing parent folders are created.
     """
     output = Path(output)
@@ -85,11 +95,11 @@ def export_model(model: nn.Module, example: Tensor | Sequence[Tensor], output: s
     # drops its trainer when copied)
     model = copy.deepcopy(model).cpu().eval()
     names = input_names(model)
-    example = (example,) if isinstance(example, Tensor) else tuple(example)
+    example = forward_inputs(model, example, "the example input", exact=True)
     if not all(isinstance(t, Tensor) for t in example):
         raise ConfigError(
-            f"cannot export {type(model).__name__}: the example input must be a tensor or a tuple of tensors, one "
-            f"per input of forward ({', '.join(names)}); give --input_shape"
+            f"cannot export {type(model).__name__}: the example input must be a tensor, a tuple of tensors (one per "
+            f"input of forward: {', '.join(names)}) or a dict of them by name; give --input_shape"
         )
     if len(example) != len(names):
         raise ConfigError(
@@ -116,7 +126,7 @@ def export_model(model: nn.Module, example: Tensor | Sequence[Tensor], output: s
     if suffix == ".pt2":
         torch.export.save(program, output)
     else:
-        with _quiet_torch_export():
+        with _quiet_torch_export(), _one_line("the ONNX exporter", model):
             torch.onnx.export(
                 model,
                 example,
@@ -136,6 +146,40 @@ def export_model(model: nn.Module, example: Tensor | Sequence[Tensor], output: s
             )
     inputs = {name: (t.dtype, tuple(t.shape[1:])) for name, t in zip(names, example, strict=True)}
     return Exported(output, inputs, outputs)
+
+
+def forward_inputs(model: nn.Module, batch: Any, source: str, exact: bool = False) -> tuple[Any, ...]:
+    """`batch` as the positional inputs of `model.forward` (`input_names`): a dict's values by parameter name, a
+    tuple's or list's first items in order (with `exact`, all of them: an example input holds nothing else), a
+    tensor as the one input. `source` names where the batch came from, for the one-line error when a dict's keys
+    are not forward's parameters."""
+    names = input_names(model)
+    if isinstance(batch, Mapping):
+        missing = [name for name in names if name not in batch]
+        if missing:
+            raise ConfigError(
+                f"cannot export {type(model).__name__}: forward takes ({', '.join(names)}), {source} is a dict of "
+                f"({', '.join(map(str, batch))}); name its keys after forward's parameters"
+                + ("" if exact else ", or set the module's example_input_array")
+            )
+        return tuple(batch[name] for name in names)
+    if isinstance(batch, Tensor):
+        return (batch,)
+    if isinstance(batch, (tuple, list)):
+        return tuple(batch) if exact else tuple(batch[: len(names)])
+    return (batch,)
+
+
+@contextmanager
+def _one_line(what: str, model: nn.Module) -> Iterator[None]:
+    """Any exception inside as one `ConfigError` line: its first line, the rest being the library's own guide."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as error:
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ConfigError(f"{what} cannot export {type(model).__name__}: {reason}") from None
 
 
 def _outputs(results: Any) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
@@ -214,9 +258,7 @@ def main(args: list[str]) -> Path:
 
 
 def _example_input(model: LightningModule, path: str, input_shape: str | None) -> Any:
-    """An input batch for `model.forward`: of `input_shape`, else the module's `example_input_array` (Lightning's
-    own attribute for this), else the first predict (or validation) batch of the data module the checkpoint names
-    (`datamodule_hyper_parameters`, saved when the data module calls `save_hyperparameters()`)."""
+    """An input batch for `model.forward` (see the module's docstring for where it comes from)."""
     if input_shape is not None:
         try:
             shape = tuple(int(size) for size in input_shape.split(","))
@@ -228,27 +270,79 @@ def _example_input(model: LightningModule, path: str, input_shape: str | None) -
             )
         return torch.zeros(2, *shape)
     if model.example_input_array is not None:
-        return model.example_input_array
-    datamodule = load_datamodule(path)
+        return forward_inputs(model, model.example_input_array, "its example_input_array", exact=True)
+    datamodule = load_datamodule(path) or _datamodule_from_run_config(path)
     if datamodule is None:
         raise ConfigError(
             f"cannot tell what {type(model).__name__}.forward takes: give --input_shape (one example's shape), set "
-            "the module's example_input_array, or have its data module call save_hyperparameters() so that "
-            "export can build it from the checkpoint"
+            "the module's example_input_array, or keep the run's config.yaml beside its checkpoints/ folder (or have "
+            "the data module call save_hyperparameters()) so that export can build the data module"
         )
-    batch = _first_batch(datamodule)
-    count = len(input_names(model))
-    if isinstance(batch, Mapping):
-        return tuple(batch[name] for name in input_names(model))
-    return tuple(batch[:count]) if isinstance(batch, (tuple, list)) else batch
+    stage, batch = _first_batch(datamodule)
+    return forward_inputs(model, batch, f"the first {stage} batch of {type(datamodule).__name__}")
 
 
-def _first_batch(datamodule: LightningDataModule) -> Any:
-    datamodule.prepare_data()
-    for stage, loader in (("predict", "predict_dataloader"), ("validate", "val_dataloader")):
-        datamodule.setup(stage)
-        try:
-            return next(iter(getattr(datamodule, loader)()))
-        except (MisconfigurationException, NotImplementedError, StopIteration):
-            continue  # Lightning's "`predict_dataloader` must be implemented", or an empty split
-    raise ConfigError(f"{type(datamodule).__name__} has no predict or validation batch to take an example input from")
+def run_config_path(path: str) -> Path:
+    """Where LightningCLI saved the run's config for a checkpoint at `<run>/checkpoints/<name>.ckpt`."""
+    return Path(path).parent.parent / "config.yaml"
+
+
+def _datamodule_from_run_config(path: str) -> LightningDataModule | None:
+    """The data module that the `data:` section of the run's config.yaml names, built as LightningCLI built it
+    (jsonargparse); None without that file or section."""
+    config_path = run_config_path(path)
+    if not config_path.is_file():
+        return None
+    try:
+        saved = yaml.safe_load(config_path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read {config_path}: {type(error).__name__}") from None
+    data = saved.get("data") if isinstance(saved, dict) else None
+    if not data:
+        return None
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    try:
+        config = parser.parse_object({"data": data})
+    except Exception as error:  # jsonargparse's "Does not validate against any of the Union subtypes ..."
+        raise ConfigError(f"cannot build the data module of {config_path}: {_parse_reason(error)}") from None
+    try:
+        return parser.instantiate(config).data
+    except Exception as error:  # the data module's own __init__ refused: its words, as raised
+        cause = error.__cause__ or error
+        reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
+        raise ConfigError(f"cannot build the data module of {config_path}: {type(cause).__name__}: {reason}") from None
+
+
+def _parse_reason(error: Exception) -> str:
+    """The part of jsonargparse's multi-line refusal that says what is wrong, on one line: the lines under
+    "Errors:" but the union's "Expected a <class 'NoneType'>"."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if "Errors:" in lines:
+        lines = lines[lines.index("Errors:") + 1 :]
+        lines = [line for line in lines if not line.startswith(("- Expected a <class 'NoneType'>", "Given value"))]
+    return " ".join(line.removeprefix("- ") for line in lines)
+
+
+def _first_batch(datamodule: LightningDataModule) -> tuple[str, Any]:
+    """The stage ("predict" or "validation") and the first batch of the data module's loader for it."""
+    name = type(datamodule).__name__
+    try:
+        datamodule.prepare_data()
+        for stage, setup, loader in (
+            ("predict", "predict", "predict_dataloader"),
+            ("validation", "validate", "val_dataloader"),
+        ):
+            datamodule.setup(setup)
+            try:
+                return stage, next(iter(getattr(datamodule, loader)()))
+            except (MisconfigurationException, NotImplementedError, StopIteration):
+                continue  # Lightning's "`predict_dataloader` must be implemented", or an empty split
+    except ConfigError:
+        raise
+    except Exception as error:  # the user's data module failed: its own words, one line
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise ConfigError(f"{name} gives no example input: {type(error).__name__}: {reason}") from None
+    raise ConfigError(f"{name} has no predict or validation batch to take an example input from")

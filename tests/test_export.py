@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cli, version_dir
+from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from linreg_pl import export as export_module
 from linreg_pl.cli import main
@@ -246,3 +248,143 @@ def test_cli_export_help(isolated, capsys):
         main(["export", "--help"])
     assert exit_.value.code == 0
     assert "--ckpt_path" in capsys.readouterr().out
+
+
+# export with no flags, for a user's model (tests/user_models.py) whose data module saved no hyperparameters: the
+# example input comes from the run's config.yaml. Both failed on the code before: the first with "cannot tell what
+# StoreRegressor.forward takes: give --input_shape ...", the second with a `KeyError: 'points'` traceback
+
+
+class PointData(LightningDataModule):
+    """Dict batches whose keys are not the model's forward parameters: `{"xy": [n, 2], "label": [n]}`."""
+
+    def __init__(self, num_examples: int = 40) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # export builds it from the checkpoint, not from config.yaml
+        generator = torch.Generator().manual_seed(0)
+        xy = torch.randn(num_examples, 2, generator=generator)
+        self.rows = [{"xy": point, "label": int(point.sum() > 0)} for point in xy]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.rows, batch_size=10)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.rows, batch_size=10)
+
+
+class PointModel(LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # the checkpoint names the class (LightningCLI's `_class_path`)
+        self.linear = nn.Linear(2, 2)
+
+    def forward(self, points: Tensor) -> Tensor:
+        return self.linear(points)
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self(batch["xy"]), batch["label"])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+QUIET = ["--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false", "--trainer.max_epochs", "1"]
+
+
+def test_export_with_no_flags_builds_the_data_module_from_the_runs_config_yaml(isolated, capsys):
+    user = ["--model", "user_models.StoreRegressor", "--data", "user_models.Sales"]
+    cli = main(["fit", *user, *QUIET])
+    run = version_dir(isolated)
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    main(["export", "--ckpt_path", ckpt, "--output", "model.pt2"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [
+        'input "features": float32 [batch, 3]',
+        'input "store": int64 [batch]',
+        'output "predictions": float32 [batch]',
+    ]
+    features, store, _ = next(iter(cli.datamodule.val_dataloader()))
+    with torch.no_grad():
+        exported = torch.export.load("model.pt2").module()(features, store)
+        torch.testing.assert_close(exported, cli.model.eval()(features, store))
+
+    # a data module its config.yaml cannot build again: its own words, one line
+    saved = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(saved.replace("num_examples: 400", "num_examples: -1"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--ckpt_path", ckpt, "--output", "model.pt2"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"linreg-pl: error: cannot build the data module of {run / 'config.yaml'}: RuntimeError: Trying to create "
+        "tensor with negative dimension -1: [-1, 3]\n"
+    )
+    # an argument the class does not take: jsonargparse's reason, without its listing of the union's subtypes
+    (run / "config.yaml").write_text(saved.replace("num_examples: 400", "num_exampels: 400"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--ckpt_path", ckpt, "--output", "model.pt2"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"linreg-pl: error: cannot build the data module of {run / 'config.yaml'}: Problem with given class_path "
+        "'user_models.Sales': Option 'num_exampels' is not accepted\n"
+    )
+    # no config.yaml: what export needs instead
+    (run / "config.yaml").unlink()
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--ckpt_path", ckpt, "--output", "model.pt2"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "linreg-pl: error: cannot tell what StoreRegressor.forward takes: give --input_shape (one example's shape), "
+        "set the module's example_input_array, or keep the run's config.yaml beside its checkpoints/ folder (or have "
+        "the data module call save_hyperparameters()) so that export can build the data module\n"
+    )
+
+
+def test_a_dict_batch_is_matched_to_forward_by_name_and_a_mismatch_is_one_line_naming_both(isolated, capsys):
+    main(["fit", "--model", f"{__name__}.PointModel", "--data", f"{__name__}.PointData", *QUIET])
+    ckpt = str(version_dir(isolated) / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--ckpt_path", ckpt, "--output", "model.pt2"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr() == (
+        "",
+        "linreg-pl: error: cannot export PointModel: forward takes (points), the first validation batch of PointData "
+        "is a dict of (xy, label); name its keys after forward's parameters, or set the module's "
+        "example_input_array\n",
+    )
+    # keys named after forward's parameters: matched by name, whatever else the batch holds
+    PointData.val_dataloader = lambda self: DataLoader([{"label": r["label"], "points": r["xy"]} for r in self.rows])
+    try:
+        main(["export", "--ckpt_path", ckpt, "--output", "model.pt2"])
+    finally:
+        del PointData.val_dataloader
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        'input "points": float32 [batch, 2]',
+        'output "predictions": float32 [batch, 2]',
+    ]
+
+
+@pytest.mark.parametrize("suffix", [pytest.param(".onnx", marks=needs_onnx), ".pt2"])
+def test_a_tuple_example_input_array_gives_one_named_input_per_forward_parameter(tmp_path, suffix):
+    from user_models import StoreRegressor
+
+    model = StoreRegressor().eval()
+    model.example_input_array = (torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))  # forward(features, store)
+    example = export_module._example_input(model, str(tmp_path / "unused.ckpt"), None)
+    exported = export_model(model, example, tmp_path / f"model{suffix}")
+    assert exported.inputs == {"features": (torch.float32, (3,)), "store": (torch.int64, ())}
+    assert exported.outputs == {"predictions": (torch.float32, ())}
+    features, store = torch.randn(5, 3), torch.tensor([0, 3, 1, 2, 3])
+    with torch.no_grad():
+        expected = model(features, store)
+    if suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(exported.path, providers=["CPUExecutionProvider"])
+        (actual,) = session.run(None, {"features": features.numpy(), "store": store.numpy()})
+        actual = torch.from_numpy(actual)
+    else:
+        with torch.no_grad():
+            actual = torch.export.load(exported.path).module()(features, store)
+    torch.testing.assert_close(actual, expected)
