@@ -59,14 +59,21 @@ def version_dir(root: Path, version: int = 0) -> Path:
 
 
 def run_python(command: list[str], cwd: Path, **environment: str) -> str:
-    """`python *command` in a process of its own that imports this checkout and the tests' modules (by class
-    path, as DDP workers do); asserts it succeeds within 5 minutes and returns its output."""
+    """`python *command` in a process group of its own that imports this checkout and the tests' modules (by class
+    path, as DDP workers do); asserts it succeeds within 5 minutes (else kills the group: no orphaned workers) and
+    returns its output."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **environment)
-    result = subprocess.run(
-        [sys.executable, *command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    process = subprocess.Popen([sys.executable, *command], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=default_signal_handlers)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"no end within 300 s: {stdout[-3000:]}{stderr[-3000:]}") from None
+    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
 
 
 def default_signal_handlers() -> None:
