@@ -4,6 +4,7 @@ and this project's `fit`; plus streaming memory/speed and whole-process start-up
     python benchmarks/throughput.py                       # everything, on CPU
     python benchmarks/throughput.py --sections loops      # only the in-process loop comparison
     python benchmarks/throughput.py --sections cuts       # linreg_pl/fast.py's cuts, one at a time
+    python benchmarks/throughput.py --sections guard      # DivergenceGuard's memory on a 100M-parameter model
     python benchmarks/throughput.py --device cuda         # the same on a GPU
 
 Sections:
@@ -293,20 +294,51 @@ def gather_line(device: str) -> str:
     )
 
 
+def _class_swap_cuts() -> str:
+    """linreg_pl/fast.py's cuts plus the one it dropped: the model's class swapped, for the length of a run, for a
+    subclass whose `_current_fx_name` is a plain attribute (it broke pickling the module mid-fit). Defined here only
+    to measure what dropping it cost; returns its class path."""
+    from linreg_pl.fast import LightningOverheadCuts
+
+    class PlainHookName:
+        def __setattr__(self, name, value):
+            if name == "_current_fx_name":
+                object.__setattr__(self, name, value)
+            else:
+                super().__setattr__(name, value)
+
+    class ClassSwapCuts(LightningOverheadCuts):
+        def setup(self, stage, local_rank=None, log_dir=None):
+            super().setup(stage, local_rank, log_dir)
+            module = getattr(self, "_lightning_module", None)
+            if module is not None and getattr(self, "_swapped", None) is None:
+                self._swapped = (module, module.__class__)
+                module.__class__ = type(module.__class__.__name__, (PlainHookName, module.__class__), {})
+
+        def teardown(self, stage):
+            if getattr(self, "_swapped", None) is not None:
+                module, cls = self._swapped
+                module.__class__, self._swapped = cls, None
+            super().teardown(stage)
+
+    globals()["ClassSwapCuts"] = ClassSwapCuts
+    return f"{__name__}.ClassSwapCuts"
+
+
 def cuts_section(device: str, rounds: int) -> list[str]:
-    """The default experiment's step as linreg_pl/fast.py's cuts are added one at a time, the variants
-    interleaved `rounds` times so that machine noise hits them alike."""
+    """The default experiment's step as linreg_pl/fast.py's cuts are added one at a time, and with the class swap it
+    dropped, the variants interleaved `rounds` times so that machine noise hits them alike."""
     import linreg_pl.fast as fast
 
     every_hook = fast.PER_BATCH_HOOKS
     variants = {
         "Lightning's own profiler (`--trainer.profiler null`)": (["--trainer.profiler", "null"], every_hook),
-        "+ one shared no-op profiler context (`fast.NoOpProfiler`)": (
-            ["--trainer.profiler", "linreg_pl.fast.NoOpProfiler"],
+        "+ one shared no-op profiler context": ([], ()),
+        "+ callbacks' inherited per-batch hooks hidden (`fast.LightningOverheadCuts`, what runs)": ([], every_hook),
+        "+ the dropped class swap (a plain `_current_fx_name`)": (
+            ["--trainer.profiler", _class_swap_cuts()],
             every_hook,
         ),
-        "+ plain `_current_fx_name` store": ([], ()),
-        "+ callbacks' inherited per-batch hooks hidden (all of `fast.LightningOverheadCuts`)": ([], every_hook),
     }
     steps: dict[str, list[float]] = {name: [] for name in variants}
     try:
@@ -325,6 +357,39 @@ def cuts_section(device: str, rounds: int) -> list[str]:
         lines.append(f"| {name} | {step:.0f} us | {saved} |")
         print(lines[-1], flush=True)
         previous = step
+    return lines
+
+
+GUARD_PROBE = """
+import resource, sys, torch
+from torch import nn
+torch.manual_seed(0)
+model = nn.Sequential(*[nn.Linear(5000, 5000) for _ in range(4)])  # 100M parameters, 400 MB
+loss = torch.tensor(1.0)
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = peak()
+if sys.argv[1] == "concatenated":  # the guard until 0.3.0: one tensor of every parameter, then isfinite of it
+    values = [loss.reshape(-1)] + [p.detach().reshape(-1) for p in model.parameters()]
+    ok = bool(torch.isfinite(torch.cat(values)).all())
+else:  # linreg_pl.callbacks.DivergenceGuard: one sum per tensor
+    ok = bool(torch.isfinite(torch.stack([v.sum() for v in [loss, *(p.detach() for p in model.parameters())]])).all())
+print(ok, peak() - before)
+"""
+
+
+def guard_section() -> list[str]:
+    """DivergenceGuard's check on a 100M-parameter model: the peak memory it adds, each way in a fresh process."""
+    added = {}
+    for way in ("concatenated", "per-tensor sums"):
+        out = subprocess.run([sys.executable, "-c", GUARD_PROBE, way], capture_output=True, text=True, check=True)
+        ok, extra = out.stdout.split()
+        assert ok == "True"
+        added[way] = int(extra)
+    lines = ["## DivergenceGuard on a 100M-parameter model (400 MB of float32 weights), peak memory the check adds", ""]
+    lines += [f"- {way}: {extra / 2**20:.0f} MiB" for way, extra in added.items()]
+    for line in lines[2:]:
+        print(line, flush=True)
     return lines
 
 
@@ -479,7 +544,7 @@ def process_section(repeats: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--sections", default="loops,cuts,streaming,process")
+    parser.add_argument("--sections", default="loops,cuts,guard,streaming,process")
     parser.add_argument("--streaming-examples", type=int, default=50_000_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", help="also write the tables (Markdown) to this file")
@@ -492,6 +557,8 @@ def main() -> None:
         lines += loops_section(args.device, args.repeats) + [""]
     if "cuts" in sections:
         lines += cuts_section(args.device, args.repeats) + [""]
+    if "guard" in sections:
+        lines += guard_section() + [""]
     if "streaming" in sections:
         lines += streaming_section(args.device, args.streaming_examples) + [""]
     if "process" in sections:

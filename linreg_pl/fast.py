@@ -1,40 +1,14 @@
-"""Speed-ups for tiny models that reach into Lightning's internals, all in one place.
+"""Speed-ups for small models that reach into Lightning's internals, all in one place; `linreg_pl/base.yaml` turns
+them on with `trainer.profiler: linreg_pl.fast.LightningOverheadCuts`. To remove them: delete this file and that line.
 
-    # configs/base.yaml turns them on with one line:
-    trainer:
-      profiler: linreg_pl.fast.LightningOverheadCuts
-
-A step of the default experiment (batch 10, 2 features) is a few microseconds of arithmetic;
-the rest is Lightning's per-step bookkeeping. Each cut below removes work Lightning repeats on
-every step and leaves behaviour unchanged. Each was measured on the default experiment, added one
-at a time, with `python benchmarks/throughput.py --sections cuts --repeats 8` (median step of 8
-interleaved runs; docs/speed.md has the figures).
-
-- A no-op profiler: Lightning wraps every hook call, ~40 a step, in `trainer.profiler.profile(name)`;
-  the default `PassThroughProfiler` builds a fresh generator-based context manager each time.
-  One shared no-op context instead.
-- Callback hooks nobody wrote: Lightning calls each per-batch hook (6 a training step) on every
-  callback, whether the callback implements it or not, and each call first builds the profiler's
-  action name (for a `ModelCheckpoint`, `state_key` formats a dict). Lightning skips a hook that is
-  not callable, so for the length of a run each callback's inherited, empty per-batch hooks are set
-  to None on the instance (and put back when the run ends).
-
-Dropped: giving the model a plain `_current_fx_name` attribute (Lightning sets it ~44 times a step through
-`nn.Module.__setattr__`) took swapping the model's class for a generated subclass, which broke pickling the
-module during `fit`; the user's objects keep their class, and the benchmark's `cuts` section reports what that
-cost.
-
-All come as one profiler rather than a callback: Lightning calls every hook of every callback on
-every step, so a callback would give back part of what it saves. Choosing another profiler
-(`--trainer.profiler simple`) turns them all off.
-
-Dropped after measuring (under 5% of a step): caching `ModelCheckpoint.state_key` (2%) and skipping
-the batch-transfer walk for batches already on the device (no measurable gain).
-
-To remove all of it: delete this file and its line in `configs/base.yaml`.
-
-(The process's start-up is not Lightning's business: `linreg_pl/__main__.py` keeps Python's garbage
-collector off the imported modules, with its own measurement.)
+A step of the default experiment is a few microseconds of arithmetic; the rest is Lightning's bookkeeping. Two cuts,
+each measured by `python benchmarks/throughput.py --sections cuts` (figures in docs/speed.md):
+- a no-op profiler: Lightning wraps ~40 hook calls a step in `trainer.profiler.profile(name)`, and the default
+  `PassThroughProfiler` builds a context manager for each; here one shared do-nothing context serves them all;
+- callback hooks nobody wrote: Lightning calls every per-batch hook of every callback, implemented or not, and skips
+  one that is not callable; for the length of a run the inherited, empty ones are None on the instance.
+One profiler rather than a callback: a callback would itself be called on every hook. No object changes its class
+(a subclass swap that saved Lightning's `_current_fx_name` bookkeeping broke pickling the module: dropped).
 """
 
 from __future__ import annotations
@@ -47,48 +21,25 @@ from lightning.pytorch.profilers import PassThroughProfiler
 from typing_extensions import override
 
 _NOTHING = contextlib.nullcontext()
+PER_BATCH_HOOKS = tuple(
+    f"on_{stage}_batch_{when}" for stage in ("train", "validation", "test", "predict") for when in ("start", "end")
+) + ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
 
 
-class NoOpProfiler(PassThroughProfiler):
-    """Profiles nothing, and hands out one shared do-nothing context instead of making one per call."""
-
-    @override
-    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
-        return _NOTHING
-
-
-# the callback hooks Lightning calls for every batch
-PER_BATCH_HOOKS = (
-    "on_train_batch_start",
-    "on_before_backward",
-    "on_after_backward",
-    "on_before_optimizer_step",
-    "on_before_zero_grad",
-    "on_train_batch_end",
-    "on_validation_batch_start",
-    "on_validation_batch_end",
-    "on_test_batch_start",
-    "on_test_batch_end",
-    "on_predict_batch_start",
-    "on_predict_batch_end",
-)
-
-
-class LightningOverheadCuts(NoOpProfiler):
-    """The no-op profiler, which also, for the length of a run, switches off the per-batch hooks the callbacks
-    inherit without implementing.
-
-    Lightning hands a profiler the model (`_lightning_module`), already attached to its trainer and callbacks,
-    just before `setup`: the empty hooks are hidden behind None on the callback instances (their class is left
-    alone). That is undone in `teardown`, which Lightning calls after a run that ends normally, and by
-    `_UndoOnException` after one that raises.
-    """
+class LightningOverheadCuts(PassThroughProfiler):
+    """Profiles nothing with one shared context, and for the length of a run hides the per-batch hooks the callbacks
+    inherit without implementing. Lightning hands a profiler the model (`_lightning_module`) just before `setup`; the
+    hooks come back in `teardown` after a run that ends, and in `on_exception` (of a helper callback) otherwise."""
 
     def __init__(self) -> None:
         super().__init__()
         self._silenced: list[tuple[Callback, str]] = []
         self._undo_callback = _UndoOnException(self)
         self._callbacks: list[Callback] = []  # the trainer's list, which holds `_undo_callback` during a run
+
+    @override
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+        return _NOTHING
 
     @override
     def setup(self, stage: str, local_rank: int | None = None, log_dir: str | None = None) -> None:
@@ -121,9 +72,8 @@ class LightningOverheadCuts(NoOpProfiler):
 
 
 class _UndoOnException(Callback):
-    """Lightning tears a profiler down only after a run that ends normally; after one that raises (an
-    error, Ctrl-C, SIGTERM) it calls the callbacks' `on_exception` instead, where this one undoes the cuts.
-    """
+    """Lightning tears a profiler down only after a run that ends normally; after one that raises it calls the
+    callbacks' `on_exception`."""
 
     def __init__(self, cuts: LightningOverheadCuts) -> None:
         self.cuts = cuts
