@@ -29,11 +29,9 @@ class DivergenceError(RuntimeError):
 
 
 class DivergenceGuard(Callback):
-    """Stops training with a `DivergenceError` once the loss or a weight is NaN or infinite.
-
-    It checks every `check_every_n_steps` steps and on the last batch of each epoch, so a checkpoint
-    (saved after the epoch's last batch) never holds non-finite weights and the last good one is kept.
-    Checking less often than every step avoids a device-to-host sync per step on a GPU.
+    """Stops training with a `DivergenceError` once the loss or a weight is NaN or infinite, keeping the last good
+    checkpoint: it checks on the last batch of each epoch (before the epoch's checkpoint) and every
+    `check_every_n_steps` steps (not every step: each check is a device-to-host sync on a GPU).
 
     Args:
         check_every_n_steps: steps between checks, >= 1.
@@ -76,19 +74,13 @@ class DivergenceGuard(Callback):
 
 
 class InterruptCheckpoint(Callback):
-    """On Ctrl-C or SIGTERM during `fit`'s training, finishes the current step, saves `interrupted.ckpt` beside
-    the other checkpoints and exits with status 130 (Ctrl-C) or 143 (SIGTERM).
+    """On Ctrl-C or SIGTERM during training, finishes the step, saves `interrupted.ckpt` beside the other checkpoints
+    and exits with status 130 (Ctrl-C) or 143 (SIGTERM).
 
-    Lightning stops a run between steps on SIGTERM. From the first training step to the end of the last, this
-    callback makes the first Ctrl-C do the same, by sending the process SIGTERM, so resuming from
-    `interrupted.ckpt` is exact either way. A second Ctrl-C stops at once, inside a step, and saves nothing:
-    resume from `last.ckpt`, the last finished epoch. The README lists where Ctrl-C is left to Lightning
-    (several processes among them). Other exceptions (a divergence, a bug) save nothing either, so a bad state
-    never lands in a checkpoint. With checkpointing off (`--trainer.enable_checkpointing false`) it saves
-    nothing and says so.
-
-    At the start of `fit` it also removes the temporary files that a killed checkpoint write left
-    (`AtomicCheckpointIO`) in this run's checkpoint directories and in the one resumed from.
+    Lightning stops a run between steps on SIGTERM; in one process, the first Ctrl-C is made a SIGTERM, so resuming
+    is exact either way. A second Ctrl-C stops at once and saves nothing, as does any other exception (a bad state
+    never lands in a checkpoint). At the start of `fit` it removes the temporary files of killed checkpoint writes
+    (`AtomicCheckpointIO`) in this run's checkpoint directories and the one resumed from.
     """
 
     def __init__(self) -> None:
@@ -136,19 +128,14 @@ class InterruptCheckpoint(Callback):
         if trainer.state.fn != "fit" or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         if isinstance(exception, KeyboardInterrupt):
-            self._say(trainer, f"Stopped at once (KeyboardInterrupt): nothing saved. {_resume_hint(trainer)}")
-            return
+            return self._say(trainer, f"Stopped at once (KeyboardInterrupt): nothing saved. {_resume_hint(trainer)}")
         exception.code = 128 + self.stopped_by  # the exit status, as for a process stopped by that signal
         name = "Ctrl-C" if self.stopped_by == signal.SIGINT else "SIGTERM"
         if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
             return
         if not trainer.checkpoint_callbacks:
-            self._say(
-                trainer,
-                f"Interrupted ({name}): checkpointing is off (--trainer.enable_checkpointing false), "
-                "so nothing was saved.",
-            )
-            return
+            off = "checkpointing is off (--trainer.enable_checkpointing false), so nothing was saved."
+            return self._say(trainer, f"Interrupted ({name}): {off}")
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in Lightning's own shutdown: let the save finish
         checkpoint = trainer.checkpoint_callback
@@ -188,14 +175,9 @@ def last_checkpoint_path(trainer: Trainer) -> str:
 
 
 class MonitoredMetricsCheck(Callback):
-    """Stops with one line, at the end of `fit`, when a callback (`ModelCheckpoint`, ...) monitored a metric the model
-    never logged during the run, naming the metrics it did log.
-
-    Lightning stops the run itself, in its own words, when a `ModelCheckpoint` misses its metric after a validation;
-    without validation it only warns, and the best checkpoint is never written. Metrics are collected after every
-    training epoch and validation, so a metric logged only on some epochs counts; a callback with `strict=False`
-    (`EarlyStopping`) is left alone, as Lightning leaves it.
-    """
+    """Stops with one line at the end of `fit` when a callback (`ModelCheckpoint`, ...) monitored a metric the model
+    never logged in the run, naming those it did log: without validation Lightning only warns, and never writes the
+    best checkpoint. A metric logged on some epochs only counts; a callback with `strict=False` is left alone."""
 
     def __init__(self) -> None:
         self._logged: set[str] = set()

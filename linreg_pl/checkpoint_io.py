@@ -1,29 +1,16 @@
 """Checkpoints written atomically: each checkpoint path holds the previous complete file or the new one.
+`linreg_pl/base.yaml` turns it on: `trainer.plugins: linreg_pl.checkpoint_io.AtomicCheckpointIO`.
 
-Every checkpoint Lightning writes (the best, `last.ckpt`, `interrupted.ckpt`, `trainer.save_checkpoint`)
-goes through the trainer's `CheckpointIO` plugin. This one is Lightning's `TorchCheckpointIO` with a
-different write: the bytes go to a hidden temporary file in the checkpoint's own directory
-(`.last.ckpt.<random>.tmp`), are flushed to the disk, and only then renamed over the checkpoint.
-A rename within one directory is atomic on POSIX, so a full disk, a removed directory or a killed
-process leaves the previous checkpoint untouched. Turn it on in the config:
-
-    trainer:
-      plugins: linreg_pl.checkpoint_io.AtomicCheckpointIO
-
-or `--trainer.plugins linreg_pl.checkpoint_io.AtomicCheckpointIO` on the command line.
-
-Lightning's own write (`lightning.fabric.utilities.cloud_io._atomic_save`) goes through an fsspec
-transaction: the temporary file is created in the system temp directory, not beside the checkpoint,
-and moved with `shutil.move`, which falls back to copying onto the checkpoint path when the two are on
-different filesystems (a partial file under the checkpoint's name if the copy fails); nothing is fsynced,
-and a `PermissionError` (a read-only checkpoint directory) is swallowed: no file, no error.
-
-A killed process cannot remove its temporary file; `remove_stale_temporaries(directory)` does, at the
-start of the next run. Paths with a protocol other than the local one (`s3://`, ...) are left to Lightning.
+Lightning's own write (`fsspec` transaction) puts its temporary file in the system's temp directory and moves it with
+`shutil.move`, which copies onto the checkpoint's name across filesystems (a partial file if the copy fails), fsyncs
+nothing and swallows a `PermissionError`. Here the bytes go to a hidden temporary file beside the checkpoint, are
+fsynced, and renamed over it (atomic on POSIX). A killed process leaves its temporary file; `remove_stale_temporaries`
+deletes it at the next run's start. Paths with another protocol (`s3://`) are left to Lightning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -50,15 +37,9 @@ os.umask(_UMASK)
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint could not be written; the previous file under its name, if any, is intact.
-
-    An `OSError` because it is one, with the cause's `errno`, `strerror` and `filename`: code that
-    already handles a full disk (`errno.ENOSPC`) keeps working, and `except OSError` still catches it.
-
-    Attributes:
-        path: the checkpoint that was not written.
-        last_saved: the newest checkpoint this plugin wrote and did not remove ("" if none).
-    """
+    """A checkpoint could not be written; the previous file under its name, if any, is intact. An `OSError` with the
+    cause's `errno`, so code handling a full disk (`errno.ENOSPC`) keeps working. `last_saved`: the newest checkpoint
+    this plugin wrote and did not remove ("" if none)."""
 
     def __init__(self, path: str, cause: OSError, last_saved: str = "") -> None:
         reason = cause.strerror or str(cause) or type(cause).__name__
@@ -72,23 +53,15 @@ class CheckpointWriteError(OSError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's `TorchCheckpointIO`, writing each checkpoint atomically; a failed write raises
-    `CheckpointWriteError` and leaves no temporary file behind.
-
-    The checkpoint is serialised in memory first, as Lightning does: `torch.save` into a file object
-    reports a full disk as a `RuntimeError` without the `errno`, our own write reports the `OSError`.
-    """
+    """Lightning's `TorchCheckpointIO`, writing each checkpoint atomically; a failed write raises `CheckpointWriteError`
+    and leaves no temporary file. Serialised in memory first: `torch.save` into a file reports a full disk as a
+    `RuntimeError` without the `errno`."""
 
     def __init__(self) -> None:
         self.last_saved = ""
 
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        """Write `checkpoint` to `path` atomically.
-
-        Raises:
-            CheckpointWriteError: the file could not be written (no space, no permission, no directory).
-        """
         fs, local_path = url_to_fs(str(path))
         if not isinstance(fs, LocalFileSystem):
             return super().save_checkpoint(checkpoint, path, storage_options)
@@ -111,10 +84,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(temporary, local_path)
         except OSError as error:
             if temporary:
-                try:
+                with contextlib.suppress(OSError):  # its directory is gone too
                     os.unlink(temporary)
-                except OSError:
-                    pass  # its directory is gone too, or the write was refused before it existed
             raise CheckpointWriteError(str(path), error, self.last_saved) from error
         _fsync_directory(directory)
         self.last_saved = str(path)
@@ -125,23 +96,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     @override
     def load_checkpoint(self, path: Any, *args: Any, weights_only: bool | None = None, **kwargs: Any) -> Any:
-        """The checkpoint the CLI already read from `path` (`linreg_pl.checkpoints.read_checkpoint`), else
-        Lightning's own read: a command reads its checkpoint once."""
-        cached = cached_checkpoint(str(path), weights_only)
-        return (
-            cached if cached is not None else super().load_checkpoint(path, *args, weights_only=weights_only, **kwargs)
-        )
+        # the checkpoint the CLI already read from `path`, else Lightning's read: a command reads it once
+        if (cached := cached_checkpoint(str(path), weights_only)) is not None:
+            return cached
+        return super().load_checkpoint(path, *args, weights_only=weights_only, **kwargs)
 
     @override
     def remove_checkpoint(self, path: Any) -> None:
-        """Remove a checkpoint; a file already gone is not an error, as in Lightning."""
         fs, local_path = url_to_fs(str(path))
         if not isinstance(fs, LocalFileSystem):
             return super().remove_checkpoint(path)
         try:
-            os.unlink(local_path)
-        except FileNotFoundError:
-            pass
+            with contextlib.suppress(FileNotFoundError):  # gone already: not an error, as in Lightning
+                os.unlink(local_path)
         except IsADirectoryError:  # a sharded checkpoint; Lightning removes those recursively
             super().remove_checkpoint(path)
         if str(path) == self.last_saved:
@@ -150,25 +117,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def _fsync_directory(directory: str) -> None:
     """Make the rename itself durable; best effort, not every filesystem can open a directory."""
-    try:
+    with contextlib.suppress(OSError):
         handle = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike, older_than: float | None = None) -> list[Path]:
-    """Delete the temporary files that killed writes left in `directory`; returns what it deleted.
-
-    Only the temporary files of `.ckpt` checkpoints (`.<name>.ckpt.<random>.tmp`) last modified before
-    `older_than` (seconds since the epoch; default: when this process imported this module) are deleted,
-    so a write in progress in another process is left alone. A missing directory has nothing to delete.
-    """
+    """Delete the temporary files (`.<name>.ckpt.<random>.tmp`) that killed writes left in `directory`, last modified
+    before `older_than` (default: when this process imported this module, so another process's write in progress is
+    left alone); returns what it deleted."""
     cutoff = _IMPORTED_AT if older_than is None else older_than
     removed = []
     try:
@@ -178,10 +138,8 @@ def remove_stale_temporaries(directory: str | os.PathLike, older_than: float | N
     for entry in entries:
         if not _TEMPORARY_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
             continue
-        try:
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
             if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
-        except FileNotFoundError:
-            pass  # removed meanwhile
     return removed

@@ -1,20 +1,13 @@
-"""Export a trained module to a file that runs without this package: ONNX or a torch.export program.
+"""Export a trained module to a file that runs without this package: ONNX (`.onnx`) or a torch.export program (`.pt2`).
 
     python -m linreg_pl export --ckpt_path CKPT --output model.onnx
 
-Any `nn.Module` whose `forward` `torch.export` can trace: the file's inputs are named after `forward`'s
-parameters, its outputs `predictions` (one tensor) or `predictions_0`, ... (a tuple) or the dict's keys, with
-the shapes `forward` returns, and the first (batch) dimension of every input free. The suffix of the output
-chooses the format: `.onnx` for ONNX Runtime and other ONNX consumers, `.pt2` for
-`torch.export.load(path).module()`. A module that carries its own preprocessing as buffers (the regression
-example's standardisation) carries it into the file.
-
-The example input that fixes the inputs' dtypes and shapes is, in this order: `--input_shape`, the module's
-`example_input_array`, else the first predict (or validation) batch of the run's data module, built from the
-checkpoint's `datamodule_hyper_parameters` or, when the data module saved none, from the `data:` section of the
-run's `config.yaml` (LightningCLI's copy, in `<run>/` beside `<run>/checkpoints/`). A dict is matched to
-`forward`'s parameters by name; a tuple or list gives them in order (a batch's trailing items, the targets, are
-left out). Every failure is one `ConfigError` line.
+Any module whose `forward` `torch.export` can trace: inputs named after `forward`'s parameters, batch dimension free;
+outputs `predictions`, `predictions_0`, ... (a tuple) or a dict's keys; buffers (preprocessing) inside the file. The
+example input that fixes dtypes and shapes: `--input_shape`, else the module's `example_input_array`, else the first
+predict (or validation) batch of the run's data module, built from the checkpoint's `datamodule_hyper_parameters` or
+from the `data:` section of the run's `config.yaml`. A dict is matched to `forward`'s parameters by name, a tuple in
+order. Every failure is one `ConfigError` line.
 """
 
 from __future__ import annotations
@@ -195,18 +188,9 @@ def _outputs(results: Any) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
 
 @contextmanager
 def _quiet_torch_export() -> Iterator[None]:
-    """Silence what torch 2.13's exporters print that no user can act on.
-
-    All of it comes from inside torch, not from the model or our arguments, so nothing we pass avoids it:
-    - the ONNX op registry logs "torchvision is not installed. Skipping torchvision::nms" (and three more)
-      as warnings; the model's ops are what they are;
-    - `ExportedProgram.run_decompositions` deep-copies its module call graph, which constructs a
-      pytree `LeafSpec` and so raises torch's own FutureWarning "`isinstance(treespec, LeafSpec)`
-      is deprecated";
-    - a trace that fails logs the partial graph as a warning ("Unable to find user code ..."); the failure
-      itself is raised, and reported in one line.
-    Only these are filtered, and only during the export; everything else still shows.
-    """
+    """Silence, during the export only, what torch 2.13's exporters print that no user can act on: the ONNX
+    registry's "torchvision is not installed" warnings, torch's own `LeafSpec` FutureWarning from inside
+    `run_decompositions`, and a failed trace's partial graph (the failure itself is reported in one line)."""
     logs = [logging.getLogger(name) for name in QUIET_LOGGERS]
     levels = [log.level for log in logs]
     for log in logs:
@@ -226,9 +210,7 @@ def main(args: list[str]) -> Path:
     """`export --ckpt_path CKPT --output FILE`: the checkpoint's module as ONNX or a torch.export program."""
     parser = argparse.ArgumentParser(
         prog=f"{PROG} export",
-        description="Write a trained module to a file that runs without this package: the inputs of its forward "
-        "(named after its parameters, batch dimension free) and what forward returns; preprocessing the module "
-        "holds as buffers (the regression example's standardisation) is inside the file.",
+        description="Write a trained module to a file that runs without this package.",
     )
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit (any LightningModule)")
     parser.add_argument(
@@ -305,25 +287,10 @@ def _datamodule_from_run_config(path: str) -> LightningDataModule | None:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
     try:
-        config = parser.parse_object({"data": data})
-    except Exception as error:  # jsonargparse's "Does not validate against any of the Union subtypes ..."
-        raise ConfigError(f"cannot build the data module of {config_path}: {_parse_reason(error)}") from None
-    try:
-        return parser.instantiate(config).data
-    except Exception as error:  # the data module's own __init__ refused: its words, as raised
+        return parser.instantiate(parser.parse_object({"data": data})).data
+    except Exception as error:  # jsonargparse's reason, or what the data module's own __init__ raised, as raised
         cause = error.__cause__ or error
-        reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
-        raise ConfigError(f"cannot build the data module of {config_path}: {type(cause).__name__}: {reason}") from None
-
-
-def _parse_reason(error: Exception) -> str:
-    """The part of jsonargparse's multi-line refusal that says what is wrong, on one line: the lines under
-    "Errors:" but the union's "Expected a <class 'NoneType'>"."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if "Errors:" in lines:
-        lines = lines[lines.index("Errors:") + 1 :]
-        lines = [line for line in lines if not line.startswith(("- Expected a <class 'NoneType'>", "Given value"))]
-    return " ".join(line.removeprefix("- ") for line in lines)
+        raise ConfigError(f"cannot build the data module of {config_path}: {type(cause).__name__}: {cause}") from None
 
 
 def _first_batch(datamodule: LightningDataModule) -> tuple[str, Any]:

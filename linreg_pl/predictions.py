@@ -1,9 +1,7 @@
-"""The predictions file: what `predict_step` returns, one line per input row, in input order.
+"""The predictions file: what `predict_step` returns, one line per input row, in input order. The CLI adds it to
+every run under its own key: `--predictions.path out.csv` chooses the file, `--predictions null` turns it off.
 
     python -m linreg_pl predict --config configs/default.yaml --ckpt_path last
-
-The CLI adds `PredictionWriter` to every run under its own key: `--predictions.path out.csv` chooses the file,
-`--predictions null` turns it off.
 """
 
 from __future__ import annotations
@@ -24,25 +22,24 @@ from typing_extensions import override
 
 from linreg_pl.errors import ConfigError
 
+JSON_START = '{"row": '  # how json.dumps begins each line of JSON Lines
+
 
 class PredictionWriter(BasePredictionWriter):
     """Writes what `predict_step` returns: CSV for tensors, JSON Lines for anything else.
 
-    Tensors: `[n]` is column `prediction`, `[n, k]` columns `prediction_0` ... (more dimensions flattened), a tuple
-    or dict of them columns by position or by key (`key_0`, ... for `[n, k]` values); a NaN is an empty cell.
-    Anything else (lists of dicts, strings, nested structures) is one JSON line per row, `{"row": N, "prediction":
-    ...}`: a list or tuple is one item per row, a dict of equal-length lists one dict per row, any other value one
-    line for the batch. The first column (key), `row`, numbers the input rows: the batch's `row` field (a dict key or
-    a named tuple's field) where it has one, else Lightning's batch indices, else the position in the loader.
+    Tensors: `[n]` is column `prediction`, `[n, k]` columns `prediction_0` ... (more dimensions flattened), a tuple or
+    dict of them columns by position or key (`key_0`, ... for `[n, k]`); a NaN is an empty cell. Anything else (lists
+    of dicts, strings) is a JSON line `{"row": N, "prediction": ...}` per item of a list, per row of a dict of lists,
+    else one for the batch. `row` numbers the input rows: the batch's `row` field (a dict key or a named tuple's
+    field), else Lightning's batch indices, else the position in the loader.
 
-    Each process appends its batches to a part file beside the output (`<file>.part-<rank>`); rank zero merges the
-    parts by row number, line by line, writing a row repeated by a sampler's padding once. Predict dataloader 0
-    writes `path`, dataloader `i` writes `<stem>_<i><suffix>` beside it. With several nodes, `path` must be on a
-    filesystem they share.
+    Each process appends to a part file (`<file>.part-<rank>`); rank zero merges the parts by row number, line by
+    line, writing a row a sampler padded in once. Dataloader `i` > 0 writes `<stem>_<i><suffix>`. With several nodes,
+    `path` must be on a filesystem they share.
 
     Args:
-        path: the file to write; None: `predictions.csv` (`predictions.jsonl` for JSON Lines) in the run's log
-            directory.
+        path: the file to write; None: `predictions.csv` (`.jsonl` for JSON Lines) in the run's log directory.
     """
 
     def __init__(self, path: str | None = None) -> None:
@@ -74,22 +71,19 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        part = self._parts.get(dataloader_idx)
-        if part is None:
+        if (part := self._parts.get(dataloader_idx)) is None:
             output = self._output(dataloader_idx)
             part = self._parts[dataloader_idx] = _Part(output.with_name(f"{output.name}.part-{trainer.global_rank}"))
-        lines = _lines(prediction)
-        rows = _carried_rows(batch)
-        if rows is None and batch_indices:
-            rows = torch.as_tensor(batch_indices)
-        if rows is None:
-            if trainer.world_size > 1:
+        header, values = _lines(prediction)
+        rows = batch.get("row") if isinstance(batch, Mapping) else getattr(batch, "row", None)
+        if not isinstance(rows, Tensor):
+            if trainer.world_size > 1 and not batch_indices:
                 raise ConfigError(
                     "PredictionWriter: under several processes each predict batch needs its row numbers: use a "
                     "DataLoader (Lightning gives its indices) or give the batch a `row` field"
                 )
-            rows = torch.arange(part.position, part.position + len(lines[1]))
-        part.write(*lines, rows.detach().cpu().reshape(-1).tolist())
+            rows = torch.as_tensor(batch_indices or range(part.position, part.position + len(values)))
+        part.write(header, values, rows.detach().cpu().reshape(-1).tolist())
 
     @override
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -98,31 +92,27 @@ class PredictionWriter(BasePredictionWriter):
         trainer.strategy.barrier()  # every part is complete
         if trainer.is_global_zero:
             for index in range(len(trainer.num_predict_batches)):
-                self._merge(self._output(index), trainer.world_size, default_name=self.path is None)
+                self._merge(self._output(index), trainer.world_size)
         trainer.strategy.barrier()  # the parts are gone before anyone reads the files
 
-    def _merge(self, path: Path, world_size: int, default_name: bool) -> None:
+    def _merge(self, path: Path, world_size: int) -> None:
         parts = [path.with_name(f"{path.name}.part-{rank}") for rank in range(world_size)]
         handles = [part.open(newline="") for part in parts if part.exists()]
         try:
             firsts = [handle.readline() for handle in handles]
-            json_lines = any(line.startswith('{"row": ') for line in firsts)
-            if json_lines and default_name:
-                path = path.with_suffix(".jsonl")
-            headers = {line for line in firsts if line} if not json_lines else set()
+            json_lines = any(line.startswith(JSON_START) for line in firsts)
+            headers = set() if json_lines else {line for line in firsts if line}
             if len(headers) > 1:
                 raise ConfigError(f"PredictionWriter: the processes' predictions have different columns: {headers}")
-            streams = (
-                handles if not json_lines else [_prepend(line, h) for line, h in zip(firsts, handles, strict=False)]
-            )
-            key = _json_row if json_lines else _csv_row
+            if json_lines and self.path is None:
+                path = path.with_suffix(".jsonl")
+            streams = [_chain(line, h) for line, h in zip(firsts, handles, strict=True)] if json_lines else handles
             count, previous = 0, None
             with path.open("w", newline="") as output:
                 if not json_lines:
                     output.write(headers.pop() if headers else "row,prediction\r\n")
-                for line in heapq.merge(*streams, key=key):
-                    row = key(line)
-                    if row != previous:  # a row a sampler padded in is written once
+                for line in heapq.merge(*streams, key=_row):
+                    if (row := _row(line)) != previous:  # a row a sampler padded in is written once
                         output.write(line)
                         count, previous = count + 1, row
         finally:
@@ -135,7 +125,7 @@ class PredictionWriter(BasePredictionWriter):
 
 
 class _Part:
-    """One process's lines for one predict dataloader, sorted by row number when they arrive out of order."""
+    """One process's lines for one predict dataloader, sorted by row number if they arrive out of order."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.file = path, path.open("w", newline="")
@@ -160,71 +150,57 @@ class _Part:
         self.ascending &= rows[0] > self.last and all(a < b for a, b in zip(rows, rows[1:], strict=False))
         self.last = rows[-1]
         if header is None:
-            self.file.writelines(
-                json.dumps({"row": r, "prediction": v}, default=str) + "\n" for r, v in zip(rows, values, strict=True)
-            )
+            lines = (json.dumps({"row": r, "prediction": v}, default=str) for r, v in zip(rows, values, strict=True))
+            self.file.writelines(line + "\n" for line in lines)
         else:
             csv.writer(self.file).writerows([r, *v] for r, v in zip(rows, values, strict=True))
 
     def close(self) -> None:
         self.file.close()
         if not self.ascending:  # e.g. a user's shuffled loader: this process's share, sorted in memory
-            first, *lines = self.path.read_text().splitlines(keepends=True)
-            if first.startswith('{"row": '):
-                self.path.write_text("".join(sorted([first, *lines], key=_json_row)))
-            else:
-                self.path.write_text(first + "".join(sorted(lines, key=_csv_row)))
+            lines = self.path.read_text().splitlines(keepends=True)
+            header = [] if lines[0].startswith(JSON_START) else lines[:1]
+            self.path.write_text("".join(header + sorted(lines[len(header) :], key=_row)))
 
 
 def _lines(prediction: Any) -> tuple[list[str] | None, list[Any]]:
-    """(header, one value list per row) for CSV, or (None, one JSON value per row) for anything not tensors."""
+    """(header, one list of cells per row) for tensors, or (None, one JSON value per row) for anything else."""
     try:
         names, columns = prediction_columns(prediction)
-    except _NotTensors:
+    except TypeError:
         plain = _plain(prediction)
-        if isinstance(plain, list):
-            return None, plain
         if isinstance(plain, dict) and plain and all(isinstance(v, list) for v in plain.values()):
-            lengths = {len(v) for v in plain.values()}
-            if len(lengths) == 1:
-                return None, [dict(zip(plain, values, strict=False)) for values in zip(*plain.values(), strict=False)]
-        return None, [plain]
-    columns = [_cells(column) for column in columns]
-    return ["row", *names], [list(values) for values in zip(*columns, strict=False)]
-
-
-class _NotTensors(TypeError):
-    pass
+            if len({len(v) for v in plain.values()}) == 1:
+                return None, [dict(zip(plain, values, strict=True)) for values in zip(*plain.values(), strict=True)]
+        return None, plain if isinstance(plain, list) else [plain]
+    return ["row", *names], [list(values) for values in zip(*map(_cells, columns), strict=True)]
 
 
 def prediction_columns(prediction: Any) -> tuple[list[str], list[Tensor]]:
-    """Column names and 1-D columns (one value per row) of a `predict_step` output made of tensors."""
-    names: list[str] = []
-    columns: list[Tensor] = []
-
-    def add(name: str, value: Any) -> None:
+    """Column names and 1-D columns (one value per row) of a `predict_step` output made of tensors; `TypeError` for
+    anything else."""
+    named = (
+        {str(k): v for k, v in prediction.items()}
+        if isinstance(prediction, Mapping)
+        else {f"prediction_{i}": v for i, v in enumerate(prediction)}
+        if isinstance(prediction, Sequence) and not isinstance(prediction, str)
+        else {"prediction": prediction}
+    )
+    names, columns = [], []
+    for name, value in named.items():
         if not isinstance(value, Tensor) or value.ndim == 0:
-            raise _NotTensors(name)
+            raise TypeError(name)
         value = value.detach()
         value = (value.float() if value.is_floating_point() else value).cpu()
-        flat = value.reshape(len(value), -1)
         if value.ndim == 1:
             names.append(name)
             columns.append(value)
-            return
-        names.extend(f"{name}_{j}" for j in range(flat.shape[1]))
-        columns.extend(flat.unbind(1))
-
-    if isinstance(prediction, Mapping):
-        for key, value in prediction.items():
-            add(str(key), value)
-    elif isinstance(prediction, Sequence) and not isinstance(prediction, str):
-        for i, value in enumerate(prediction):
-            add(f"prediction_{i}", value)
-    else:
-        add("prediction", prediction)
+        else:
+            flat = value.reshape(len(value), -1)
+            names += [f"{name}_{j}" for j in range(flat.shape[1])]
+            columns += list(flat.unbind(1))
     if not columns or len({len(c) for c in columns}) > 1:
-        raise _NotTensors("columns of different lengths")
+        raise TypeError("columns of different lengths")
     return names, columns
 
 
@@ -234,13 +210,11 @@ def _plain(value: Any) -> Any:
         return value.detach().cpu().tolist()
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _cells(column: Tensor) -> list[Any]:
-    """A column's CSV cells: a NaN (a row the model could not predict) is an empty cell. The per-value check runs only
+    """A column's CSV cells, a NaN (a row the model could not predict) an empty cell; the per-value check runs only
     for a column that holds one (predict's hot path is every row)."""
     values = column.tolist()
     if column.is_floating_point() and bool(column.isnan().any()):
@@ -248,21 +222,13 @@ def _cells(column: Tensor) -> list[Any]:
     return values
 
 
-def _carried_rows(batch: Any) -> Tensor | None:
-    """The `row` field of a batch (a dict key or a named tuple's field), if it has one."""
-    rows = batch.get("row") if isinstance(batch, Mapping) else getattr(batch, "row", None)
-    return rows if isinstance(rows, Tensor) else None
-
-
-def _prepend(first: str, handle: Any) -> Any:
+def _chain(first: str, handle: Any) -> Any:
     if first:
         yield first
     yield from handle
 
 
-def _csv_row(line: str) -> int:
+def _row(line: str) -> int:
+    if line.startswith(JSON_START):
+        return int(line[len(JSON_START) : line.index(",")])
     return int(line.split(",", 1)[0])
-
-
-def _json_row(line: str) -> int:
-    return int(line[8 : line.index(",")])  # '{"row": N, "prediction": ...}', as json.dumps writes it

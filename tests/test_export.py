@@ -231,15 +231,14 @@ def test_export_with_no_flags_builds_the_data_module_from_the_runs_config_yaml(i
         f"linreg-pl: error: cannot build the data module of {run / 'config.yaml'}: RuntimeError: Trying to create "
         "tensor with negative dimension -1: [-1, 3]\n"
     )
-    # an argument the class does not take: jsonargparse's reason, without its listing of the union's subtypes
+    # an argument the class does not take: jsonargparse's reason, in its own words
     (run / "config.yaml").write_text(saved.replace("num_examples: 400", "num_exampels: 400"))
     with pytest.raises(SystemExit) as exit_:
         main(["export", "--ckpt_path", ckpt, "--output", "model.pt2"])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err == (
-        f"linreg-pl: error: cannot build the data module of {run / 'config.yaml'}: Problem with given class_path "
-        "'user_models.Sales': Option 'num_exampels' is not accepted\n"
-    )
+    err = capsys.readouterr().err
+    assert err.startswith(f"linreg-pl: error: cannot build the data module of {run / 'config.yaml'}: TypeError: ")
+    assert "Option 'num_exampels' is not accepted" in err and "Traceback" not in err
     # no config.yaml: what export needs instead
     (run / "config.yaml").unlink()
     with pytest.raises(SystemExit) as exit_:
