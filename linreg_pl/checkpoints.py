@@ -1,18 +1,11 @@
-"""Checkpoint files: read once per command, checked before Lightning loads them, and the classes they name.
-
-    python -m linreg_pl test --config configs/default.yaml --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt
-
-A local checkpoint file is read once (memory-mapped where torch can) with `weights_only` (default True: tensors
-and plain values only, never arbitrary objects; `--weights_only false` trusts a file that needs more); the CLI takes
-the model's hyperparameters from it, and `AtomicCheckpointIO` hands the same dictionary to Lightning. A file that is
-missing, corrupt or of another shape is one `ConfigError` line. Directory checkpoints (FSDP, DeepSpeed) and URLs
-(`s3://...`) are Lightning's to read.
+"""Checkpoint files read once per command (memory-mapped, `weights_only` unless `--weights_only false`), checked before
+Lightning loads them, and the classes they name. Directories (FSDP, DeepSpeed) and URLs are Lightning's to read.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
+import pydoc
 from typing import Any
 
 import torch
@@ -61,9 +54,8 @@ def cached_checkpoint(path: str, weights_only: bool | None) -> dict[str, Any] | 
 
 
 def check_checkpoint(path: str, checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
-    """Raise `ConfigError` where a weight of the checkpoint has another shape than the model's, which Lightning's
-    `load_state_dict` refuses whatever `strict_loading` says. Parameters a lazy module has not sized yet, and keys
-    only one side has (Lightning's `strict_loading` decides), are left to Lightning."""
+    """`ConfigError` where a weight has another shape than the model's, which `load_state_dict` refuses whatever
+    `strict_loading` says; unsized lazy parameters and keys on one side only are left to Lightning."""
     state = checkpoint["state_dict"]
     wrong = [
         f"{key} {tuple(state[key].shape)} (model has {tuple(value.shape)})"
@@ -78,14 +70,9 @@ def check_checkpoint(path: str, checkpoint: dict[str, Any], model: torch.nn.Modu
 
 
 def load_module(path: str) -> LightningModule:
-    """The LightningModule saved in the checkpoint at `path`, rebuilt from its hyperparameters, on the CPU.
-
-    A checkpoint written through the CLI names its class (`_class_path`); that class is imported and
-    `load_from_checkpoint` rebuilds it, so a user's own LightningModule loads too. Every problem is one
-    `ConfigError` line.
-    """
-    checkpoint = read_checkpoint(path) or {}
-    cls = _saved_class(path, checkpoint.get("hyper_parameters") or {}, LightningModule, "module")
+    """The LightningModule the checkpoint at `path` names (`_class_path`, as LightningCLI records it), rebuilt on the
+    CPU by its `load_from_checkpoint`."""
+    cls = _saved_class(path, (read_checkpoint(path) or {}).get("hyper_parameters") or {}, LightningModule)
     try:
         return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch's "size mismatch for linear.weight ...", an init argument refused
@@ -94,36 +81,25 @@ def load_module(path: str) -> LightningModule:
 
 
 def load_datamodule(path: str) -> LightningDataModule | None:
-    """The LightningDataModule the checkpoint at `path` names, built from its saved hyperparameters; None when
-    it saved none (a data module records them by calling `self.save_hyperparameters()`)."""
+    """The LightningDataModule the checkpoint at `path` names, built from the hyperparameters it saved
+    (`save_hyperparameters()`); None if it saved none."""
     hparams = dict((read_checkpoint(path) or {}).get("datamodule_hyper_parameters") or {})
     if "_class_path" not in hparams:
         return None
-    cls = _saved_class(path, hparams, LightningDataModule, "data module")
-    arguments = {key: value for key, value in hparams.items() if not key.startswith("_")}
+    cls = _saved_class(path, hparams, LightningDataModule)
     try:
-        return cls(**arguments)
+        return cls(**{key: value for key, value in hparams.items() if not key.startswith("_")})
     except ConfigError:
         raise
     except Exception as error:
         raise ConfigError(f"checkpoint {path!r}: its {cls.__name__} cannot be built again ({error})") from None
 
 
-def _saved_class(path: str, hparams: dict[str, Any], base: type, what: str) -> type:
-    """The class a checkpoint's hyperparameters name (`_class_path`, as LightningCLI records it), imported."""
+def _saved_class(path: str, hparams: dict[str, Any], base: type) -> type:
     class_path = hparams.get("_class_path")
     if class_path is None:
-        raise ConfigError(
-            f"checkpoint {path!r} does not name its {what}'s class; it was not written through this CLI "
-            "(LightningCLI records `_class_path` in the hyperparameters)"
-        )
-    module_name, _, class_name = str(class_path).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ConfigError(
-            f"checkpoint {path!r} holds a {class_path}, which cannot be imported here ({type(error).__name__}: {error})"
-        ) from None
+        raise ConfigError(f"checkpoint {path!r} does not name its class: it was not written through LightningCLI")
+    cls = pydoc.locate(str(class_path))
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ConfigError(f"checkpoint {path!r} names {class_path}, which is not a {base.__name__}")
+        raise ConfigError(f"checkpoint {path!r} names {class_path}, which is not a {base.__name__} importable here")
     return cls

@@ -1,30 +1,25 @@
-"""The command line: a LightningCLI with fit, validate, test and predict (and `export`, `linreg_pl/export.py`).
+"""The command line: LightningCLI's fit, validate, test and predict for any LightningModule and LightningDataModule
+(by class path or config), and `export` (linreg_pl/export.py).
 
     python -m linreg_pl fit --config configs/default.yaml
     python -m linreg_pl test --config configs/default.yaml --ckpt_path last
-    python -m linreg_pl fit --model my_package.Classifier --data my_package.Blobs
 
-`--model` and `--data` take any `LightningModule` and `LightningDataModule` by class path, or from a config.
-`linreg_pl/base.yaml` is read before any other config: what every run needs whatever the model. Its callbacks
-(`last_checkpoint`, `divergence_guard`, `interrupt_checkpoint`, `monitor_check`, `predictions`) have keys of their
-own and are added after `trainer.callbacks`, whatever a config says there; `--divergence_guard null` leaves one out.
-A data module lists in `model_arguments` the attributes the model takes as init arguments of the same name: the CLI
-links them (`parser.link_arguments`), so they are given once. `main(args)` takes the arguments as a list, so tests
-drive the CLI in-process.
-
-Errors: jsonargparse reports what it cannot parse and exits with status 2; what this project checks (a value, a
-file, a checkpoint), what the Trainer refuses and what a user's class raises while it is built print one line and
-exit with status 2; a divergence or a checkpoint that cannot be written print one line and exit with status 1.
-`--debug` anywhere on the command line shows the traceback instead.
+`linreg_pl/base.yaml` is read before any other config. Its callbacks have keys of their own and are added whatever
+`trainer.callbacks` says (`--divergence_guard null` leaves one out). A data module lists in `model_arguments` the
+attributes the model takes as init arguments of the same name; the CLI links them. Errors: jsonargparse's exit with
+status 2 in its words; what we check, what the Trainer refuses and what a user's class raises while built are one
+line with status 2; a divergence or a failed checkpoint write one line with status 1; `--debug` shows tracebacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pydoc
 import signal
 import sys
+import unittest.mock
 import warnings
 from pathlib import Path
 from typing import Any
@@ -59,13 +54,8 @@ FORCED_CALLBACKS = {
 }
 # what a user's own class may be, when it raises while being built
 USER_CLASSES = (LightningModule, LightningDataModule, Callback, Logger)
-
-
-class _NoAdvertisements(logging.Filter):
-    """Drops Lightning's "💡 Tip: try installing <cloud product>" lines: nothing in them to act on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+# Lightning's "💡 Tip: try installing <cloud product>" lines: nothing in them to act on
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: not str(r.msg).startswith("💡"))
 
 
 class _ReasonFirstParser(LightningArgumentParser):
@@ -104,7 +94,7 @@ class ProjectCLI(LightningCLI):
             if found is None and subcommand != "fit":
                 raise ConfigError(f"--ckpt_path {path}: no checkpoint under {directory} yet; fit first")
             if found is None and rank_zero_only.rank == 0:
-                print(f"--ckpt_path last: no checkpoint under {directory} yet, so training starts from scratch")
+                print(f"--ckpt_path {path}: no checkpoint under {directory} yet, so training starts from scratch")
             config.ckpt_path = path = found
         if path is not None and path not in ("hpc", "registry", "last", "best"):
             self.checkpoint = read_checkpoint(str(path), weights_only=config.get("weights_only") is not False)
@@ -148,10 +138,8 @@ class ProjectCLI(LightningCLI):
                 args.save_dir, args.version = save_dir, version
         except BaseException:
             if self.run_directory:  # reserved for a run that never started: give the name back
-                try:
+                with contextlib.suppress(OSError):  # unless something was written there after all
                     os.rmdir(self.run_directory)
-                except OSError:
-                    pass  # something was written there after all
             raise
 
     @override
@@ -177,31 +165,12 @@ class ProjectCLI(LightningCLI):
             # what the Trainer refuses in its arguments, e.g. `--trainer.devices abc`, in its own words
             raise ConfigError(f"trainer: {error}") from error
 
-    @override
-    def before_fit(self) -> None:
-        self._prepare_checkpoint()
-
-    @override
-    def before_validate(self) -> None:
-        self._prepare_checkpoint()
-
-    @override
-    def before_test(self) -> None:
-        self._prepare_checkpoint()
-
-    @override
-    def before_predict(self) -> None:
-        self._prepare_checkpoint()
+    def _before_subcommand(self) -> None:
         config = self.config_init[self.subcommand]
-        if config.get("return_predictions") is None:
-            # the predictions file has them; Lightning would otherwise also keep every batch's in memory
-            config["return_predictions"] = False
-
-    def _prepare_checkpoint(self) -> None:
-        config = self.config_init[self.subcommand]
-        if config.get("weights_only") is None:
-            # checkpoints hold tensors and plain values only: never unpickle arbitrary objects from one
+        if config.get("weights_only") is None:  # tensors and plain values only: never unpickle arbitrary objects
             config["weights_only"] = True
+        if self.subcommand == "predict" and config.get("return_predictions") is None:
+            config["return_predictions"] = False  # the predictions file has them: not every batch's in memory too
         if self.checkpoint is None:
             return
         path = str(config["ckpt_path"])
@@ -214,6 +183,8 @@ class ProjectCLI(LightningCLI):
                 raise ConfigError(
                     f"checkpoint {path!r} was trained with {name} {trained!r}; the data give {given[name]!r}"
                 )
+
+    before_fit = before_validate = before_test = before_predict = _before_subcommand
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
@@ -268,19 +239,11 @@ def main(args: list[str] | None = None) -> ProjectCLI | None:
     if not debug:
         return _main(args)
     # jsonargparse's own switch for its tracebacks, for this call only: main() may be called again in-process
-    previous = os.environ.get("JSONARGPARSE_DEBUG")
-    os.environ["JSONARGPARSE_DEBUG"] = "true"
-    try:
+    with unittest.mock.patch.dict(os.environ, {"JSONARGPARSE_DEBUG": "true"}):
         return _main(args, debug=True)
-    finally:
-        if previous is None:
-            del os.environ["JSONARGPARSE_DEBUG"]
-        else:
-            os.environ["JSONARGPARSE_DEBUG"] = previous
 
 
 def _main(args: list[str] | None, debug: bool = False) -> ProjectCLI | None:
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisements())
     # torch deprecates a check inside Lightning's own pytree helper; only a Lightning release can fix it
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
     # every run, `test`/`predict` from a checkpoint included, writes to its own version directory, so

@@ -35,22 +35,17 @@ from torch import Tensor, nn
 from linreg_pl.checkpoints import load_datamodule, load_module
 from linreg_pl.errors import ConfigError
 
-PROG = "linreg-pl"
-
 FORMATS = {".onnx": "ONNX", ".pt2": "torch.export"}
-# the lowest opset the exporter writes without converting (lower ones print a conversion warning);
-# pinned so the file does not change with the torch version: ONNX Runtime reads it from 1.16 on (IR 10)
+# the lowest opset written without a conversion warning, pinned so the file does not change with torch (ORT >= 1.16)
 ONNX_OPSET = 18
-# what `torch.onnx.export(..., dynamo=True)` imports; onnxruntime, also in the extra, only runs the file
-ONNX_EXPORT_NEEDS = ("onnx", "onnxscript")
+ONNX_EXPORT_NEEDS = ("onnx", "onnxscript")  # what the exporter imports; onnxruntime (in the extra) only runs files
 # torch's loggers that print, on every export or failed trace, what no user can act on (`_quiet_torch_export`)
 QUIET_LOGGERS = ("torch.onnx._internal.exporter._registration", "torch.fx.experimental.symbolic_shapes")
 
 
 @dataclass
 class Exported:
-    """What `export_model` wrote: the file, and each input's and output's name, dtype and shape after the
-    (free) batch dimension."""
+    """What `export_model` wrote: the file, each input's and output's name, dtype and shape after the batch."""
 
     path: Path
     inputs: dict[str, tuple[torch.dtype, tuple[int, ...]]]
@@ -58,8 +53,7 @@ class Exported:
 
 
 def input_names(model: nn.Module) -> list[str]:
-    """The names of `model.forward`'s positional parameters without a default: the exported file's inputs
-    (parameters with defaults keep them in the file)."""
+    """`model.forward`'s positional parameters without a default: the file's inputs (defaults stay in the file)."""
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     parameters = inspect.signature(model.forward).parameters.values()
     return [p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty]
@@ -68,14 +62,8 @@ def input_names(model: nn.Module) -> list[str]:
 def export_model(
     model: nn.Module, example: Tensor | Sequence[Tensor] | Mapping[str, Tensor], output: str | Path
 ) -> Exported:
-    """Write `model` to `output` in the format its suffix names.
-
-    Args:
-        model: any module `torch.export` can trace; left as it is (a copy, in eval mode on the CPU, is exported).
-        example: an input batch for `forward` (a tensor, one tensor per parameter, or a dict of them by parameter
-            name), any batch size: its values are not kept, only its dtypes and shapes beyond the batch dimension.
-        output: a `.onnx` or `.pt2` path; missing parent folders are created.
-    """
+    """Write a copy of `model` (eval mode, CPU) to `output` in the format its suffix names. `example`: a batch for
+    `forward` (a tensor, one per parameter, or a dict of them by name); only its dtypes and shapes are kept."""
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in FORMATS:
@@ -84,9 +72,7 @@ def export_model(
     if suffix == ".onnx" and not all(importlib.util.find_spec(name) for name in ONNX_EXPORT_NEEDS):
         raise ConfigError('ONNX export needs the `export` extra: pip install -e ".[export]"')
 
-    # a copy: eval mode and the move to the CPU must not change the caller's model (a LightningModule
-    # drops its trainer when copied)
-    model = copy.deepcopy(model).cpu().eval()
+    model = copy.deepcopy(model).cpu().eval()  # the caller's model stays as it is
     names = input_names(model)
     example = forward_inputs(model, example, "the example input", exact=True)
     if not all(isinstance(t, Tensor) for t in example):
@@ -99,16 +85,14 @@ def export_model(
             f"cannot export {type(model).__name__}: forward takes {len(names)} inputs ({', '.join(names)}), "
             f"the example has {len(example)}"
         )
-    # a batch of 2: torch.export treats a size-1 dimension as the constant 1 and would then refuse to mark it
-    # dynamic; the values do not matter, only dtypes and shapes
+    # a batch of 2: torch.export takes a size-1 dimension for the constant 1, and would not make it dynamic
     example = tuple(torch.zeros((2, *t.shape[1:]), dtype=t.dtype) for t in example)
     batch = torch.export.Dim("batch", min=1)
     dynamic_shapes = {name: {0: batch} for name in names}
     try:
         with torch.no_grad():
             results = model(*example)
-        # a failed trace also prints its partial graph to stderr (torch.export's own `print`): the reason is
-        # reported below in one line, so the dump goes nowhere
+        # a failed trace also prints its partial graph to stderr: the reason is reported below in one line
         with _quiet_torch_export(), contextlib.redirect_stderr(io.StringIO()):
             program = torch.export.export(model, example, dynamic_shapes=dynamic_shapes)
     except Exception as error:  # torch's reason, first line: the rest is its guide to rewriting the model
@@ -120,32 +104,18 @@ def export_model(
         torch.export.save(program, output)
     else:
         with _quiet_torch_export(), _one_line("the ONNX exporter", model):
-            torch.onnx.export(
-                model,
-                example,
-                output,
-                # the torch.export-based exporter: the legacy TorchScript one (dynamo=False) is deprecated and says
-                # so with a DeprecationWarning on every call. Given the module, not the program traced above, so
-                # that the batch dimension keeps its name in the file ("batch", not torch's "s97")
-                dynamo=True,
-                input_names=names,
-                output_names=list(outputs),
-                dynamic_shapes=dynamic_shapes,
-                opset_version=ONNX_OPSET,
-                # one self-contained file; otherwise an (empty, for weights this small) `.onnx.data` beside it
-                external_data=False,
-                # verbose=None prints a progress line per export step
-                verbose=False,
-            )
+            # dynamo=True: the legacy exporter is deprecated (a warning a call); the module, not the program traced
+            # above, so the batch dimension keeps its name; one self-contained file; no progress line per step
+            torch.onnx.export(model, example, output, dynamo=True, input_names=names, output_names=list(outputs),
+                              dynamic_shapes=dynamic_shapes, opset_version=ONNX_OPSET, external_data=False,
+                              verbose=False)  # fmt: skip
     inputs = {name: (t.dtype, tuple(t.shape[1:])) for name, t in zip(names, example, strict=True)}
     return Exported(output, inputs, outputs)
 
 
 def forward_inputs(model: nn.Module, batch: Any, source: str, exact: bool = False) -> tuple[Any, ...]:
-    """`batch` as the positional inputs of `model.forward` (`input_names`): a dict's values by parameter name, a
-    tuple's or list's first items in order (with `exact`, all of them: an example input holds nothing else), a
-    tensor as the one input. `source` names where the batch came from, for the one-line error when a dict's keys
-    are not forward's parameters."""
+    """`batch` as `model.forward`'s inputs: a dict's values by parameter name, a tuple's first items in order (with
+    `exact`, all: an example holds nothing else), a tensor as the one input. `source`: where it came from."""
     names = input_names(model)
     if isinstance(batch, Mapping):
         missing = [name for name in names if name not in batch]
@@ -156,8 +126,6 @@ def forward_inputs(model: nn.Module, batch: Any, source: str, exact: bool = Fals
                 + ("" if exact else ", or set the module's example_input_array")
             )
         return tuple(batch[name] for name in names)
-    if isinstance(batch, Tensor):
-        return (batch,)
     if isinstance(batch, (tuple, list)):
         return tuple(batch) if exact else tuple(batch[: len(names)])
     return (batch,)
@@ -177,12 +145,13 @@ def _one_line(what: str, model: nn.Module) -> Iterator[None]:
 
 def _outputs(results: Any) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
     """Each output's name, dtype and shape after the batch dimension, in the order the file returns them."""
-    if isinstance(results, Tensor):
-        named = {"predictions": results}
-    elif isinstance(results, Mapping):
-        named = {str(key): value for key, value in results.items()}
-    else:
-        named = {f"predictions_{i}": value for i, value in enumerate(results)}
+    named = (
+        {"predictions": results}
+        if isinstance(results, Tensor)
+        else {str(k): v for k, v in results.items()}
+        if isinstance(results, Mapping)
+        else {f"predictions_{i}": v for i, v in enumerate(results)}
+    )
     return {name: (value.dtype, tuple(value.shape[1:])) for name, value in named.items()}
 
 
@@ -208,10 +177,7 @@ def _quiet_torch_export() -> Iterator[None]:
 
 def main(args: list[str]) -> Path:
     """`export --ckpt_path CKPT --output FILE`: the checkpoint's module as ONNX or a torch.export program."""
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} export",
-        description="Write a trained module to a file that runs without this package.",
-    )
+    parser = argparse.ArgumentParser(prog="linreg-pl export", description="Write a trained module to a file.")
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit (any LightningModule)")
     parser.add_argument(
         "--output",
@@ -264,15 +230,10 @@ def _example_input(model: LightningModule, path: str, input_shape: str | None) -
     return forward_inputs(model, batch, f"the first {stage} batch of {type(datamodule).__name__}")
 
 
-def run_config_path(path: str) -> Path:
-    """Where LightningCLI saved the run's config for a checkpoint at `<run>/checkpoints/<name>.ckpt`."""
-    return Path(path).parent.parent / "config.yaml"
-
-
 def _datamodule_from_run_config(path: str) -> LightningDataModule | None:
-    """The data module that the `data:` section of the run's config.yaml names, built as LightningCLI built it
-    (jsonargparse); None without that file or section."""
-    config_path = run_config_path(path)
+    """The data module of the `data:` section of `<run>/config.yaml` (LightningCLI's copy, for a checkpoint in
+    `<run>/checkpoints/`), built by jsonargparse as LightningCLI built it; None without that file or section."""
+    config_path = Path(path).parent.parent / "config.yaml"
     if not config_path.is_file():
         return None
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import itertools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -26,17 +27,13 @@ JSON_START = '{"row": '  # how json.dumps begins each line of JSON Lines
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes what `predict_step` returns: CSV for tensors, JSON Lines for anything else.
+    """Writes what `predict_step` returns: CSV for tensors (`[n]`: column `prediction`; `[n, k]`: `prediction_0`, ...;
+    a tuple or dict of them: by position or key; NaN: an empty cell), JSON Lines `{"row": N, "prediction": ...}` for
+    anything else (per item of a list, per row of a dict of lists, else per batch). `row` numbers the input rows: the
+    batch's `row` field, else Lightning's batch indices, else the position in the loader.
 
-    Tensors: `[n]` is column `prediction`, `[n, k]` columns `prediction_0` ... (more dimensions flattened), a tuple or
-    dict of them columns by position or key (`key_0`, ... for `[n, k]`); a NaN is an empty cell. Anything else (lists
-    of dicts, strings) is a JSON line `{"row": N, "prediction": ...}` per item of a list, per row of a dict of lists,
-    else one for the batch. `row` numbers the input rows: the batch's `row` field (a dict key or a named tuple's
-    field), else Lightning's batch indices, else the position in the loader.
-
-    Each process appends to a part file (`<file>.part-<rank>`); rank zero merges the parts by row number, line by
-    line, writing a row a sampler padded in once. Dataloader `i` > 0 writes `<stem>_<i><suffix>`. With several nodes,
-    `path` must be on a filesystem they share.
+    Each process appends to `<file>.part-<rank>`; rank zero merges the parts by row, writing a row a sampler padded in
+    once. Dataloader `i` > 0 writes `<stem>_<i><suffix>`. With several nodes, `path` must be on a shared filesystem.
 
     Args:
         path: the file to write; None: `predictions.csv` (`.jsonl` for JSON Lines) in the run's log directory.
@@ -106,7 +103,10 @@ class PredictionWriter(BasePredictionWriter):
                 raise ConfigError(f"PredictionWriter: the processes' predictions have different columns: {headers}")
             if json_lines and self.path is None:
                 path = path.with_suffix(".jsonl")
-            streams = [_chain(line, h) for line, h in zip(firsts, handles, strict=True)] if json_lines else handles
+            # a CSV part's first line is its header; a JSON Lines part's is a row
+            streams = [
+                itertools.chain([f] if f and json_lines else [], h) for f, h in zip(firsts, handles, strict=True)
+            ]
             count, previous = 0, None
             with path.open("w", newline="") as output:
                 if not json_lines:
@@ -125,7 +125,7 @@ class PredictionWriter(BasePredictionWriter):
 
 
 class _Part:
-    """One process's lines for one predict dataloader, sorted by row number if they arrive out of order."""
+    """One process's lines for one predict dataloader, sorted by row if they came out of order."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.file = path, path.open("w", newline="")
@@ -164,7 +164,7 @@ class _Part:
 
 
 def _lines(prediction: Any) -> tuple[list[str] | None, list[Any]]:
-    """(header, one list of cells per row) for tensors, or (None, one JSON value per row) for anything else."""
+    """(header, cells of each row) for tensors, (None, a JSON value per row) for anything else."""
     try:
         names, columns = prediction_columns(prediction)
     except TypeError:
@@ -177,8 +177,7 @@ def _lines(prediction: Any) -> tuple[list[str] | None, list[Any]]:
 
 
 def prediction_columns(prediction: Any) -> tuple[list[str], list[Tensor]]:
-    """Column names and 1-D columns (one value per row) of a `predict_step` output made of tensors; `TypeError` for
-    anything else."""
+    """Column names and 1-D columns of a `predict_step` output of tensors; `TypeError` for anything else."""
     named = (
         {str(k): v for k, v in prediction.items()}
         if isinstance(prediction, Mapping)
@@ -214,18 +213,11 @@ def _plain(value: Any) -> Any:
 
 
 def _cells(column: Tensor) -> list[Any]:
-    """A column's CSV cells, a NaN (a row the model could not predict) an empty cell; the per-value check runs only
-    for a column that holds one (predict's hot path is every row)."""
+    """A column's CSV cells, a NaN an empty cell (checked per value only in a column that holds one: the hot path)."""
     values = column.tolist()
     if column.is_floating_point() and bool(column.isnan().any()):
         return [None if v != v else v for v in values]
     return values
-
-
-def _chain(first: str, handle: Any) -> Any:
-    if first:
-        yield first
-    yield from handle
 
 
 def _row(line: str) -> int:

@@ -1,24 +1,17 @@
 """Where runs land, and `--ckpt_path last|best` across them.
 
-    python -m linreg_pl fit --config configs/default.yaml --ckpt_path last
-
-Every run gets a directory of its own, `<root>/<name>/version_N` (`<root>`: `--trainer.default_root_dir`, default
-the working directory; `<name>`: the logger's, `lightning_logs`), holding config.yaml, the logs and `checkpoints/`.
-A logger's relative `save_dir` is relative to `<root>`. Lightning's CSV and TensorBoard loggers pick `version_N` by
-listing the directory when they first write, so two runs started together could pick the same one; here it is
-reserved with `os.mkdir` first, which either creates the directory or fails. Loggers of other layouts (MLflow, W&B)
-are left to themselves. With `--trainer.logger false` the run still gets `<root>/lightning_logs/version_N`.
-
-Each run being new, Lightning's own `ckpt_path="last"` would look only in the new run's empty directory; here
-`last` is the newest `last*.ckpt` or `interrupted.ckpt` among the experiment's runs, and `best` the best checkpoint
-that the newest run's monitored `ModelCheckpoint` recorded.
+Each run gets `<root>/<name>/version_N` (`--trainer.default_root_dir`, the logger's name), reserved with `os.mkdir`
+before anything is written: Lightning's CSV and TensorBoard loggers pick N by listing the directory, so runs started
+together could share one. A logger's relative `save_dir` is under `<root>`; other layouts (MLflow, W&B) are left
+alone. Each run being new, Lightning's `ckpt_path="last"` would look only in the new, empty run: here `last` is the
+newest `last*.ckpt` or `interrupted.ckpt` among the runs, `best` the best one the newest run's monitor recorded.
 """
 
 from __future__ import annotations
 
 import glob
-import importlib
 import os
+import pydoc
 import re
 from typing import Any
 
@@ -32,14 +25,12 @@ RUNS_NAME = "lightning_logs"  # the runs' folder without a logger, as Lightning'
 
 
 def versioned_loggers(trainer: Namespace) -> list[Namespace]:
-    """The init_args of the configured loggers of the <save_dir>/<name>/version_N layout (CSV, TensorBoard and their
-    subclasses)."""
+    """The init_args of the loggers of the <save_dir>/<name>/version_N layout (CSV, TensorBoard, subclasses)."""
     logger = trainer.get("logger")
     return [lg.init_args for lg in (logger if isinstance(logger, list) else [logger]) if _versioned(lg)]
 
 
 def put_under_root(trainer: Namespace, loggers: list[Namespace]) -> None:
-    """A relative logger `save_dir` is relative to `trainer.default_root_dir`."""
     root = trainer.get("default_root_dir")
     for args in loggers:
         if root and not os.path.isabs(args.save_dir):
@@ -54,8 +45,7 @@ def runs_directory(trainer: Namespace, loggers: list[Namespace]) -> str | None:
 
 
 def reserve_run(trainer: Namespace, loggers: list[Namespace], runs: str | None) -> str | None:
-    """Create the run's `version_N` directory and give it to every versioned logger; returns the directory (None
-    when a logger's version is given, or for loggers of another layout)."""
+    """Create `version_N` and give it to every versioned logger; returns it (None: a version given, other layouts)."""
     if runs is None or any(args.get("version") is not None for args in loggers):
         return None
     os.makedirs(runs, exist_ok=True)
@@ -95,11 +85,5 @@ def find_checkpoint(name: str, runs: str) -> str | None:
 
 
 def _versioned(logger: Any) -> bool:
-    if not isinstance(logger, Namespace):
-        return False
-    module, _, name = str(logger.get("class_path", "")).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return False
+    cls = pydoc.locate(str(logger.get("class_path"))) if isinstance(logger, Namespace) else None
     return isinstance(cls, type) and issubclass(cls, (CSVLogger, TensorBoardLogger))
