@@ -1,10 +1,5 @@
-"""The guards the CLI adds to every run: the divergence guard, the interrupt checkpoint and a check that monitored
-metrics exist.
-
-    python -m linreg_pl fit --config configs/default.yaml
-
-Each has its own key in `linreg_pl/base.yaml` (`divergence_guard`, `interrupt_checkpoint`, `monitor_check`): a
-config's `trainer.callbacks` does not remove them; `--divergence_guard null` does.
+"""The guards the CLI adds to every run (keys `divergence_guard`, `interrupt_checkpoint`, `monitor_check` of
+`linreg_pl/base.yaml`; `--divergence_guard null` leaves one out).
 """
 
 from __future__ import annotations
@@ -188,12 +183,7 @@ class MonitoredMetricsCheck(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._logged.update(trainer.callback_metrics)
-
-    @override
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._logged.update(trainer.callback_metrics)
+        self._logged.update(trainer.callback_metrics)  # the epoch's validation included
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -4,11 +4,10 @@
     python -m linreg_pl fit --config configs/default.yaml
     python -m linreg_pl test --config configs/default.yaml --ckpt_path last
 
-`linreg_pl/base.yaml` is read before any other config. Its callbacks have keys of their own and are added whatever
-`trainer.callbacks` says (`--divergence_guard null` leaves one out). A data module lists in `model_arguments` the
-attributes the model takes as init arguments of the same name; the CLI links them. Errors: jsonargparse's exit with
-status 2 in its words; what we check, what the Trainer refuses and what a user's class raises while built are one
-line with status 2; a divergence or a failed checkpoint write one line with status 1; `--debug` shows tracebacks.
+`linreg_pl/base.yaml` is read before any other config; its callbacks have keys of their own and are added whatever
+`trainer.callbacks` says. A data module lists in `model_arguments` the attributes the model takes as init arguments
+of the same name: the CLI links them. What we check, what the Trainer refuses and what a user's class raises while it
+is built are one line and status 2 (a divergence or a failed checkpoint write: 1); `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from typing import Any
 
 import torch
 import yaml
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -42,9 +40,9 @@ from linreg_pl.errors import ConfigError
 from linreg_pl.predictions import PredictionWriter
 
 PROG = "linreg-pl"
-BASE_CONFIG = Path(__file__).with_name("base.yaml")  # read before any other config
+BASE_CONFIG = Path(__file__).with_name("base.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-# the callbacks every run gets, each under its own key, after the config's `trainer.callbacks`
+# the callbacks every run gets, each under its own key; `--<key> null` leaves one out
 FORCED_CALLBACKS = {
     "last_checkpoint": ModelCheckpoint,
     "divergence_guard": DivergenceGuard,
@@ -52,15 +50,13 @@ FORCED_CALLBACKS = {
     "monitor_check": MonitoredMetricsCheck,
     "predictions": PredictionWriter,
 }
-# what a user's own class may be, when it raises while being built
-USER_CLASSES = (LightningModule, LightningDataModule, Callback, Logger)
+USER_CLASSES = (LightningModule, LightningDataModule, Callback, Logger)  # a user's class that raises when built
 # Lightning's "💡 Tip: try installing <cloud product>" lines: nothing in them to act on
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: not str(r.msg).startswith("💡"))
 
 
 class _ReasonFirstParser(LightningArgumentParser):
-    """jsonargparse's parser, whose errors show the tip and the reason without 50 lines of usage above
-    them (`--help` still prints it all)."""
+    """jsonargparse's parser, whose errors show the reason without 50 lines of usage above it (`--help` has them)."""
 
     @override
     def print_usage(self, file: Any = None) -> None:
@@ -68,79 +64,59 @@ class _ReasonFirstParser(LightningArgumentParser):
 
 
 class ProjectCLI(LightningCLI):
-    """LightningCLI with forced callbacks of their own keys, links the data module declares, run directories reserved
-    before anything is written, `--ckpt_path last|best` across runs, and the checkpoint read once and checked."""
+    """LightningCLI with forced callbacks under keys of their own, links the data module declares, run directories
+    reserved before anything is written, `--ckpt_path last|best` across runs, the checkpoint read once and checked."""
 
     run_directory: str | None = None  # the version directory this process reserved for the run
     checkpoint: dict[str, Any] | None = None  # the checkpoint `ckpt_path` names, read once
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for key, cls in FORCED_CALLBACKS.items():  # defaults in base.yaml; `--<key> null` leaves one out
+        for key, cls in FORCED_CALLBACKS.items():  # defaults in base.yaml
             parser.add_subclass_arguments(cls, key, required=False, fail_untyped=False)
         self._parsers = [*getattr(self, "_parsers", []), parser]
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
-        subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else self.config
-        path = config.get("ckpt_path")
-        if path in ("last", "best"):
-            loggers = runs.versioned_loggers(config.trainer.clone())
-            runs.put_under_root(config.trainer, loggers)
-            directory = runs.runs_directory(config.trainer, loggers)
-            found = runs.find_checkpoint(path, directory) if directory else path
-            if found is None and subcommand != "fit":
-                raise ConfigError(f"--ckpt_path {path}: no checkpoint under {directory} yet; fit first")
-            if found is None and rank_zero_only.rank == 0:
-                print(f"--ckpt_path {path}: no checkpoint under {directory} yet, so training starts from scratch")
-            config.ckpt_path = path = found
-        if path is not None and path not in ("hpc", "registry", "last", "best"):
-            self.checkpoint = read_checkpoint(str(path), weights_only=config.get("weights_only") is not False)
+        config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        if config.get("ckpt_path") in ("last", "best"):
+            config.ckpt_path = runs.find_checkpoint(config.ckpt_path, config.trainer, self.config.get("subcommand"))
+        if config.get("ckpt_path") not in (None, "hpc", "registry", "last", "best"):
+            self.checkpoint = read_checkpoint(str(config.ckpt_path), config.get("weights_only") is not False)
 
     @override
     def _parse_ckpt_path(self) -> None:
         # LightningCLI's own step (the checkpoint's model hyperparameters into the config), from the checkpoint read
-        # once above: LightningCLI would read the file a second time
+        # once above, which LightningCLI would read a second time
         hparams = dict((self.checkpoint or {}).get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
-        if not hparams:
-            return
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
-        self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+        if hparams:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
     @override
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        # from a checkpoint, the model's arguments are the checkpoint's: the data module is not asked for them
-        if self.checkpoint is None or self.subcommand == "fit":
+        if self.checkpoint is None or self.subcommand == "fit":  # from a checkpoint, the model's arguments are its
             data = pydoc.locate(str((config.get("data") or {}).get("class_path")))
             for name in getattr(data, "model_arguments", ()):
                 for parser in self._parsers:
                     parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
-        # the saved config.yaml keeps what the user gave, so a rerun from it gets a directory of its own
-        self.loggers = runs.versioned_loggers(config.trainer)
-        self._given = [(args, args.save_dir, args.get("version")) for args in self.loggers]
-        if config.trainer.get("fast_dev_run"):
-            return
-        runs.put_under_root(config.trainer, self.loggers)
-        if rank_zero_only.rank == 0:  # Lightning broadcasts the first process's directories to the others
-            directory = runs.runs_directory(config.trainer, self.loggers)
-            self.run_directory = runs.reserve_run(config.trainer, self.loggers, directory)
+        self._given, self.run_directory = runs.place_run(config.trainer)
 
     @override
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-            for args, save_dir, version in self._given:
-                args.save_dir, args.version = save_dir, version
         except BaseException:
             if self.run_directory:  # reserved for a run that never started: give the name back
                 with contextlib.suppress(OSError):  # unless something was written there after all
                     os.rmdir(self.run_directory)
             raise
+        for args, key, value in self._given:  # the saved config.yaml keeps what the user gave
+            args[key] = value
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -153,16 +129,13 @@ class ProjectCLI(LightningCLI):
         callbacks = [c for c in forced if not isinstance(c, ModelCheckpoint)]
         callbacks += [*(given if isinstance(given, list) else [given])]
         callbacks += [c for c in forced if isinstance(c, ModelCheckpoint)]
-        if trainer.get("enable_checkpointing") is False:  # the Trainer refuses a ModelCheckpoint then
-            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        kwargs["callbacks"] = callbacks
-        if trainer.get("logger") is False and self.run_directory:
-            # no logger to name the run's directory: the Trainer's root is it (config.yaml, checkpoints/)
+        off = trainer.get("enable_checkpointing") is False  # the Trainer refuses a ModelCheckpoint then
+        kwargs["callbacks"] = [c for c in callbacks if not (off and isinstance(c, ModelCheckpoint))]
+        if trainer.get("logger") is False and self.run_directory:  # no logger to name it: the run's root
             kwargs.setdefault("default_root_dir", self.run_directory)
         try:
             return super().instantiate_trainer(**kwargs)
-        except (MisconfigurationException, TypeError, ValueError) as error:
-            # what the Trainer refuses in its arguments, e.g. `--trainer.devices abc`, in its own words
+        except (MisconfigurationException, TypeError, ValueError) as error:  # e.g. `--trainer.devices abc`
             raise ConfigError(f"trainer: {error}") from error
 
     def _before_subcommand(self) -> None:
@@ -189,18 +162,15 @@ class ProjectCLI(LightningCLI):
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
     """The project's LightningCLI; `run=False` only parses and instantiates (no subcommand in `args`)."""
-    defaults = {"default_config_files": [str(BASE_CONFIG)]}
+    defaults = {"prog": PROG, "default_config_files": [str(BASE_CONFIG)]}
+    subcommands = {"epilog": "Also: linreg-pl export --help", **{s: defaults for s in SUBCOMMANDS}}
     return ProjectCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_class=_ReasonFirstParser,
-        parser_kwargs=(
-            {"prog": PROG, **defaults}
-            if not run
-            else {"prog": PROG, "epilog": "Also: linreg-pl export --help", **{s: defaults for s in SUBCOMMANDS}}
-        ),
+        parser_kwargs={"prog": PROG, **subcommands} if run else defaults,
         args=args,
         run=run,
     )
@@ -220,34 +190,23 @@ def _check_experiment(argv: list[str]) -> None:
         )
 
 
-def _close_process_group() -> None:
-    # Lightning leaves the DDP process group open after `fit`/`test`; left to interpreter exit, gloo's
-    # threads may be torn down mid-flight (std::terminate, exit status 134). Close it while all are here.
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-
-
 def main(args: list[str] | None = None) -> ProjectCLI | None:
-    """Run the CLI on `args` (default: the command line). Returns the CLI object when it finishes
-    (None for `export`)."""
+    """Run the CLI on `args` (default: the command line); returns the CLI object (None for `export`)."""
     debug = "--debug" in (sys.argv if args is None else args)
     if args is None:
         sys.argv = [arg for arg in sys.argv if arg != "--debug"]
     else:
         args = [arg for arg in args if arg != "--debug"]
-    if not debug:
-        return _main(args)
     # jsonargparse's own switch for its tracebacks, for this call only: main() may be called again in-process
-    with unittest.mock.patch.dict(os.environ, {"JSONARGPARSE_DEBUG": "true"}):
-        return _main(args, debug=True)
+    with unittest.mock.patch.dict(os.environ, {"JSONARGPARSE_DEBUG": "true"} if debug else {}):
+        return _main(args, debug)
 
 
-def _main(args: list[str] | None, debug: bool = False) -> ProjectCLI | None:
+def _main(args: list[str] | None, debug: bool) -> ProjectCLI | None:
     # torch deprecates a check inside Lightning's own pytree helper; only a Lightning release can fix it
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
-    # every run, `test`/`predict` from a checkpoint included, writes to its own version directory, so
-    # a restored ModelCheckpoint always finds a new dirpath: nothing is wrong and nothing to do
+    # every run, `test`/`predict` included, writes to a directory of its own: a restored ModelCheckpoint always
+    # finds a new dirpath, and nothing is wrong
     warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
     # PredictionWriter numbers rows by the batch's `row` field or its position where a loader has no indices
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
@@ -260,34 +219,27 @@ def _main(args: list[str] | None, debug: bool = False) -> ProjectCLI | None:
             return None
         _check_experiment(argv)
         cli = build_cli(args)
-        _close_process_group()
+        # Lightning leaves the DDP process group open; left to interpreter exit, gloo's threads may be torn down
+        # mid-flight (std::terminate, status 134). Closed while every process is here
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
         return cli
-    except SIGTERMException as stop:
-        # Lightning stopped between steps; InterruptCheckpoint saved and set the status (130 after Ctrl-C)
+    except SIGTERMException as stop:  # Lightning stopped between steps; InterruptCheckpoint set the status
         raise SystemExit(stop.code or 128 + signal.SIGTERM) from None
-    except MisconfigurationException as error:
-        # Lightning's refusal of a setting it checks during the run (a monitored metric never logged, ...): its
-        # own words, without the traceback
-        if debug:
-            raise
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     except Exception as error:
-        message = _message(error)
-        if message is None or debug:
+        message = str(error) if isinstance(error, MisconfigurationException) else _message(error)
+        if message is None or debug:  # Lightning's refusals during a run (MisconfigurationException): its words
             raise
         print(f"{PROG}: error: {message}", file=sys.stderr)
         raise SystemExit(1 if isinstance(_ours(error), (DivergenceError, CheckpointWriteError)) else 2) from None
 
 
 def _ours(error: BaseException | None) -> Exception | None:
-    """The project's own error behind `error` (jsonargparse re-raises what a class's `__init__` raised as the
-    cause of its own error)."""
-    while error is not None:
-        if isinstance(error, (ConfigError, DivergenceError, CheckpointWriteError)):
-            return error
+    """The project's own error behind `error` (jsonargparse re-raises what an `__init__` raised as its cause)."""
+    while error is not None and not isinstance(error, (ConfigError, DivergenceError, CheckpointWriteError)):
         error = error.__cause__
-    return None
+    return error
 
 
 def _message(error: Exception) -> str | None:
@@ -305,8 +257,7 @@ def _message(error: Exception) -> str | None:
         while frame is not None:
             owner = frame.tb_frame.f_locals.get("self") if frame.tb_frame.f_code.co_name == "__init__" else None
             if isinstance(owner, USER_CLASSES):
-                cls = type(owner)
-                return f"{cls.__module__}.{cls.__qualname__}: {type(seen).__name__}: {seen}"
+                return f"{type(owner).__module__}.{type(owner).__qualname__}: {type(seen).__name__}: {seen}"
             frame = frame.tb_next
         seen = seen.__cause__ or seen.__context__
     return None

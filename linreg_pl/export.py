@@ -89,15 +89,11 @@ def export_model(
     example = tuple(torch.zeros((2, *t.shape[1:]), dtype=t.dtype) for t in example)
     batch = torch.export.Dim("batch", min=1)
     dynamic_shapes = {name: {0: batch} for name in names}
-    try:
+    # a failed trace also prints its partial graph to stderr: the reason is reported in one line
+    with _one_line("torch.export", model), _quiet_torch_export(), contextlib.redirect_stderr(io.StringIO()):
         with torch.no_grad():
             results = model(*example)
-        # a failed trace also prints its partial graph to stderr: the reason is reported below in one line
-        with _quiet_torch_export(), contextlib.redirect_stderr(io.StringIO()):
-            program = torch.export.export(model, example, dynamic_shapes=dynamic_shapes)
-    except Exception as error:  # torch's reason, first line: the rest is its guide to rewriting the model
-        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise ConfigError(f"torch.export cannot export {type(model).__name__}: {reason}") from None
+        program = torch.export.export(model, example, dynamic_shapes=dynamic_shapes)
     outputs = _outputs(results)
     output.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".pt2":
@@ -133,7 +129,7 @@ def forward_inputs(model: nn.Module, batch: Any, source: str, exact: bool = Fals
 
 @contextmanager
 def _one_line(what: str, model: nn.Module) -> Iterator[None]:
-    """Any exception inside as one `ConfigError` line: its first line, the rest being the library's own guide."""
+    """Any exception inside as one `ConfigError` line: its first line (the rest is torch's guide to rewriting)."""
     try:
         yield
     except ConfigError:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from linreg_pl.errors import ConfigError
@@ -24,30 +25,19 @@ from linreg_pl.errors import ConfigError
 RUNS_NAME = "lightning_logs"  # the runs' folder without a logger, as Lightning's own loggers name it
 
 
-def versioned_loggers(trainer: Namespace) -> list[Namespace]:
-    """The init_args of the loggers of the <save_dir>/<name>/version_N layout (CSV, TensorBoard, subclasses)."""
-    logger = trainer.get("logger")
-    return [lg.init_args for lg in (logger if isinstance(logger, list) else [logger]) if _versioned(lg)]
-
-
-def put_under_root(trainer: Namespace, loggers: list[Namespace]) -> None:
-    root = trainer.get("default_root_dir")
-    for args in loggers:
-        if root and not os.path.isabs(args.save_dir):
-            args.save_dir = os.path.normpath(os.path.join(root, args.save_dir))
-
-
-def runs_directory(trainer: Namespace, loggers: list[Namespace]) -> str | None:
-    """`<root>/<name>`, where the experiment's runs are; None for loggers of another layout."""
-    if trainer.get("logger") is False:
-        return os.path.join(trainer.get("default_root_dir") or ".", RUNS_NAME)
-    return os.path.join(loggers[0].save_dir, loggers[0].get("name") or "") if loggers else None
-
-
-def reserve_run(trainer: Namespace, loggers: list[Namespace], runs: str | None) -> str | None:
-    """Create `version_N` and give it to every versioned logger; returns it (None: a version given, other layouts)."""
-    if runs is None or any(args.get("version") is not None for args in loggers):
-        return None
+def place_run(trainer: Namespace) -> tuple[list[tuple[Namespace, str, Any]], str | None]:
+    """Put the versioned loggers' relative `save_dir`s under `<root>` and, on the first process (Lightning broadcasts
+    its directories to the others), reserve the run's directory. Returns each logger value changed, as (its
+    init_args, key, the value the user gave), and the directory reserved (None: under `fast_dev_run`, another
+    process, a version given, or loggers of another layout)."""
+    loggers = _versioned_loggers(trainer)
+    given = [(args, key, args.get(key)) for args in loggers for key in ("save_dir", "version")]
+    _under_root(trainer, loggers)
+    if trainer.get("fast_dev_run"):
+        return given, None
+    runs = _runs_directory(trainer, loggers)
+    if rank_zero_only.rank != 0 or runs is None or any(args.get("version") is not None for args in loggers):
+        return given, None
     os.makedirs(runs, exist_ok=True)
     taken = [int(m.group(1)) for name in os.listdir(runs) if (m := re.fullmatch(r"version_(\d+)", name))]
     version = max(taken, default=-1) + 1
@@ -59,17 +49,26 @@ def reserve_run(trainer: Namespace, loggers: list[Namespace], runs: str | None) 
             version += 1
     for args in loggers:  # all in one version, as Lightning's log_dir is the first logger's
         args.version = version
-    return os.path.join(runs, f"version_{version}")
+    return given, os.path.join(runs, f"version_{version}")
 
 
-def find_checkpoint(name: str, runs: str) -> str | None:
-    """The checkpoint `--ckpt_path last` or `best` means among the runs under `runs`; None when there is none yet."""
+def find_checkpoint(name: str, trainer: Namespace, subcommand: str | None) -> str | None:
+    """The checkpoint `--ckpt_path last` or `best` means among the experiment's runs (`name` itself for loggers of
+    another layout: Lightning's meaning); None, with one line, when `fit` has none to resume."""
+    trainer = trainer.clone()
+    runs = _runs_directory(trainer, _under_root(trainer, _versioned_loggers(trainer)))
+    if runs is None:
+        return name
     candidates = [
         path
         for path in glob.glob(os.path.join(glob.escape(runs), "version_*", "checkpoints", "*.ckpt"))
         if re.fullmatch(r"last.*\.ckpt|interrupted\.ckpt", os.path.basename(path))
     ]
+    if not candidates and subcommand != "fit":
+        raise ConfigError(f"--ckpt_path {name}: no checkpoint under {runs} yet; fit first")
     if not candidates:
+        if rank_zero_only.rank == 0:
+            print(f"--ckpt_path {name}: no checkpoint under {runs} yet, so training starts from scratch")
         return None
     newest = max(candidates, key=os.path.getmtime)
     if name == "last":
@@ -82,6 +81,27 @@ def find_checkpoint(name: str, runs: str) -> str | None:
         f"--ckpt_path best: the newest run ({newest}) has no ModelCheckpoint with a monitor, so no checkpoint is the "
         "best; give the path of one, or `last`"
     )
+
+
+def _versioned_loggers(trainer: Namespace) -> list[Namespace]:
+    """The init_args of the loggers of the <save_dir>/<name>/version_N layout (CSV, TensorBoard, subclasses)."""
+    logger = trainer.get("logger")
+    return [lg.init_args for lg in (logger if isinstance(logger, list) else [logger]) if _versioned(lg)]
+
+
+def _under_root(trainer: Namespace, loggers: list[Namespace]) -> list[Namespace]:
+    """The loggers, their relative `save_dir` put under `trainer.default_root_dir`."""
+    for args in loggers:
+        if trainer.get("default_root_dir") and not os.path.isabs(args.save_dir):
+            args.save_dir = os.path.normpath(os.path.join(trainer.default_root_dir, args.save_dir))
+    return loggers
+
+
+def _runs_directory(trainer: Namespace, loggers: list[Namespace]) -> str | None:
+    """`<root>/<name>`, where the experiment's runs are; None for loggers of another layout."""
+    if trainer.get("logger") is False:
+        return os.path.join(trainer.get("default_root_dir") or ".", RUNS_NAME)
+    return os.path.join(loggers[0].save_dir, loggers[0].get("name") or "") if loggers else None
 
 
 def _versioned(logger: Any) -> bool:

@@ -218,13 +218,13 @@ def test_a_process_killed_mid_write_keeps_the_previous_checkpoint(tmp_path):
     fit(tmp_path, AtomicCheckpointIO(), max_epochs=1)
     checkpoints = tmp_path / "checkpoints"
     before = snapshot(checkpoints)
-    # a forked writer: a process of its own, killed as any would be, without a 4 s Lightning import
+    # a forked writer: a process of its own, killed as any would be, without a 4 s Lightning import. The tensor is
+    # made before the fork: a child of a process whose OpenMP pool has run may hang in torch's own parallel loops
+    checkpoint = {"state_dict": {"weight": torch.arange(100_000.0)}}
     writer = os.fork()
     if writer == 0:  # never return into pytest from here
         try:
-            KilledAtByte().save_checkpoint(
-                {"state_dict": {"weight": torch.arange(100_000.0)}}, checkpoints / "last.ckpt"
-            )
+            KilledAtByte().save_checkpoint(checkpoint, checkpoints / "last.ckpt")
         finally:
             os._exit(0)
     status = wait_for(writer)

@@ -303,7 +303,11 @@ class LinearRegression(LightningModule):
                     ).to(self.device),
                 )
         matrix = state.get("whiten.matrix")
-        if (matrix is None) != (self.whiten.matrix is None):
+        if matrix is None and self.whiten.matrix is not None:
+            # trained without preconditioning (an earlier layout): the identity keeps this model's layers, which
+            # callbacks may hold copies of by now (WeightAveraging), and computes what the checkpoint's weights did
+            state["whiten.matrix"] = torch.eye(len(self.whiten.matrix), dtype=self.whiten.matrix.dtype)
+        elif matrix is not None and self.whiten.matrix is None:
             self.whiten = Whiten(matrix).to(self.device)
         if "standardization" in checkpoint.get("hyper_parameters", {}):  # re-saved, it rebuilds the same layers
             self.hparams["standardization"] = checkpoint["hyper_parameters"]["standardization"]
