@@ -38,33 +38,28 @@ class DivergenceGuard(Callback):
         self.check_every_n_steps = check_every_n_steps
 
     @override
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_end(self, trainer: Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if batch_idx % self.check_every_n_steps and not trainer.is_last_batch:
             return
         # a skipped batch or manual optimisation returns no loss: the weights are checked alone
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        losses = [loss.detach().reshape(-1)] if isinstance(loss, torch.Tensor) else []
-        # one sum per tensor: NaN and inf propagate into it, and nothing the size of the model is allocated; a sum
-        # that overflows (huge finite weights) is looked at element by element
+        losses = [loss.detach()] if isinstance(loss, torch.Tensor) else []
+        # one sum per tensor: NaN and inf propagate into it, and nothing the size of the model is allocated; where a
+        # sum overflows (huge finite weights), each value is looked at
         weights = [p.detach() for p in pl_module.parameters()]
         if bool(torch.isfinite(torch.stack([value.sum() for value in [*losses, *weights]])).all()):
             return
         loss_finite = not losses or bool(torch.isfinite(losses[0]).all())
         if loss_finite and all(bool(torch.isfinite(w).all()) for w in weights):
             return
-        what = "the weights" if loss_finite else "the loss"
-        lrs = sorted({group["lr"] for opt in trainer.optimizers for group in opt.param_groups})
-        last = last_checkpoint_path(trainer)
-        if last:
-            kept = f"; the last good checkpoint is kept: {last}"
-        else:
-            kept = "; no checkpoint was written" + ("" if trainer.checkpoint_callbacks else " (checkpointing is off)")
+        lrs = ", ".join(sorted({f"{group['lr']:g}" for opt in trainer.optimizers for group in opt.param_groups}))
+        kept = f"the last good checkpoint is kept: {last}" if (last := last_checkpoint_path(trainer)) else (
+            "no checkpoint was written" + ("" if trainer.checkpoint_callbacks else " (checkpointing is off)")
+        )  # fmt: skip
         raise DivergenceError(
-            f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: {what} became "
-            f"NaN or infinite. The learning rate {', '.join(f'{lr:g}' for lr in lrs)} is probably too high "
-            f"for this data: lower it{kept}"
+            f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: "
+            f"{'the weights' if loss_finite else 'the loss'} became NaN or infinite. The learning rate {lrs} is "
+            f"probably too high for this data: lower it; {kept}"
         )
 
 
@@ -86,18 +81,16 @@ class InterruptCheckpoint(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.stopped_by = signal.SIGTERM
         # after ModelCheckpoint's setup, which resolves its dirpath; one process deletes, as one writes
-        if not trainer.is_global_zero:
-            return
         directories = {c.dirpath for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}
         if trainer.ckpt_path and os.path.isfile(trainer.ckpt_path):
             directories.add(os.path.dirname(os.path.abspath(trainer.ckpt_path)))
-        for directory in sorted(directories):
+        for directory in sorted(directories) if trainer.is_global_zero else ():
             remove_stale_temporaries(directory)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Lightning handles SIGTERM by now and puts back every handler it found (this one's too) when the run
-        # ends; the README says why Ctrl-C is otherwise left alone
+        # Lightning handles SIGTERM by now, and puts back every handler it found (this one's too) when the run ends;
+        # with several processes Ctrl-C is left to Lightning (docs/troubleshooting.md)
         if (
             trainer.world_size == 1
             and threading.current_thread() is threading.main_thread()
@@ -123,7 +116,11 @@ class InterruptCheckpoint(Callback):
         if trainer.state.fn != "fit" or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         if isinstance(exception, KeyboardInterrupt):
-            return self._say(trainer, f"Stopped at once (KeyboardInterrupt): nothing saved. {_resume_hint(trainer)}")
+            last = last_checkpoint_path(trainer)
+            hint = f"Resume from the last finished epoch with: fit <same config> --ckpt_path {last}" if last else (
+                "No epoch had finished, so there is nothing to resume from."
+            )  # fmt: skip
+            return self._say(trainer, f"Stopped at once (KeyboardInterrupt): nothing saved. {hint}")
         exception.code = 128 + self.stopped_by  # the exit status, as for a process stopped by that signal
         name = "Ctrl-C" if self.stopped_by == signal.SIGINT else "SIGTERM"
         if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
@@ -133,30 +130,23 @@ class InterruptCheckpoint(Callback):
             return self._say(trainer, f"Interrupted ({name}): {off}")
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in Lightning's own shutdown: let the save finish
-        checkpoint = trainer.checkpoint_callback
-        directory = getattr(checkpoint, "dirpath", None) or os.path.join(trainer.log_dir or ".", "checkpoints")
+        directory = getattr(trainer.checkpoint_callback, "dirpath", None) or os.path.join(
+            trainer.log_dir or ".", "checkpoints"
+        )
         self.path = os.path.join(directory, "interrupted.ckpt")
         trainer.save_checkpoint(self.path, weights_only=False)  # everything, optimiser and loops too
         loader = trainer.train_dataloader  # None before the first training step: nothing to resume mid-way
-        if loader is None or (hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict")):
-            how = "Resume exactly with"
-        else:
-            how = (
-                "This data keeps no place in the epoch, so a resumed epoch's remaining steps start from its "
-                "first batches. Resume with"
-            )
+        exact = loader is None or (hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict"))
+        how = "Resume exactly with" if exact else (
+            "This data keeps no place in the epoch, so a resumed epoch's remaining steps start from its first "
+            "batches. Resume with"
+        )  # fmt: skip
         self._say(trainer, f"Interrupted ({name}): saved {self.path}. {how}: fit <same config> --ckpt_path {self.path}")
 
     @staticmethod
     def _say(trainer: Trainer, message: str) -> None:
         if trainer.is_global_zero:
             print(f"\n{message}", flush=True)
-
-
-def _resume_hint(trainer: Trainer) -> str:
-    if last := last_checkpoint_path(trainer):
-        return f"Resume from the last finished epoch with: fit <same config> --ckpt_path {last}"
-    return "No epoch had finished, so there is nothing to resume from."
 
 
 def last_checkpoint_path(trainer: Trainer) -> str:

@@ -156,36 +156,24 @@ def _quiet_torch_export() -> Iterator[None]:
     """Silence, during the export only, what torch 2.13's exporters print that no user can act on: the ONNX
     registry's "torchvision is not installed" warnings, torch's own `LeafSpec` FutureWarning from inside
     `run_decompositions`, and a failed trace's partial graph (the failure itself is reported in one line)."""
-    logs = [logging.getLogger(name) for name in QUIET_LOGGERS]
-    levels = [log.level for log in logs]
-    for log in logs:
-        log.setLevel(logging.ERROR)
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     try:
+        for name in levels:
+            logging.getLogger(name).setLevel(logging.ERROR)
         with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
-            )
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
             yield
     finally:
-        for log, level in zip(logs, levels, strict=True):
-            log.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def main(args: list[str]) -> Path:
     """`export --ckpt_path CKPT --output FILE`: the checkpoint's module as ONNX or a torch.export program."""
     parser = argparse.ArgumentParser(prog="linreg-pl export", description="Write a trained module to a file.")
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit (any LightningModule)")
-    parser.add_argument(
-        "--output",
-        required=True,
-        help=f"the file to write; its suffix picks the format: {', '.join(f'{s} ({n})' for s, n in FORMATS.items())}",
-    )
-    parser.add_argument(
-        "--input_shape",
-        default=None,
-        help="one example's shape without the batch dimension, float32, e.g. 2 or 3,32,32; default: the module's "
-        "example_input_array, else a predict (or validation) batch of the data module the checkpoint names",
-    )
+    parser.add_argument("--output", required=True, help="the file to write: .onnx (ONNX) or .pt2 (torch.export)")
+    parser.add_argument("--input_shape", help="one example's shape without the batch, float32, e.g. 3,32,32")
     options = parser.parse_args(args)
     model = load_module(options.ckpt_path)
     exported = export_model(model, _example_input(model, options.ckpt_path, options.input_shape), options.output)
@@ -255,10 +243,8 @@ def _first_batch(datamodule: LightningDataModule) -> tuple[str, Any]:
     name = type(datamodule).__name__
     try:
         datamodule.prepare_data()
-        for stage, setup, loader in (
-            ("predict", "predict", "predict_dataloader"),
-            ("validation", "validate", "val_dataloader"),
-        ):
+        stages = (("predict", "predict", "predict_dataloader"), ("validation", "validate", "val_dataloader"))
+        for stage, setup, loader in stages:
             datamodule.setup(setup)
             try:
                 return stage, next(iter(getattr(datamodule, loader)()))

@@ -59,27 +59,20 @@ class PredictionWriter(BasePredictionWriter):
 
     @override
     def write_on_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        prediction: Any,
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
+        self, trainer: Trainer, module: Any, prediction: Any, indices: Any, batch: Any, _: int, loader: int
     ) -> None:
-        if (part := self._parts.get(dataloader_idx)) is None:
-            output = self._output(dataloader_idx)
-            part = self._parts[dataloader_idx] = _Part(output.with_name(f"{output.name}.part-{trainer.global_rank}"))
+        if (part := self._parts.get(loader)) is None:
+            output = self._output(loader)
+            part = self._parts[loader] = _Part(output.with_name(f"{output.name}.part-{trainer.global_rank}"))
         header, values = _lines(prediction)
         rows = batch.get("row") if isinstance(batch, Mapping) else getattr(batch, "row", None)
         if not isinstance(rows, Tensor):
-            if trainer.world_size > 1 and not batch_indices:
+            if trainer.world_size > 1 and not indices:
                 raise ConfigError(
                     "PredictionWriter: under several processes each predict batch needs its row numbers: use a "
                     "DataLoader (Lightning gives its indices) or give the batch a `row` field"
                 )
-            rows = torch.as_tensor(batch_indices or range(part.position, part.position + len(values)))
+            rows = torch.as_tensor(indices or range(part.position, part.position + len(values)))
         part.write(header, values, rows.detach().cpu().reshape(-1).tolist())
 
     @override
@@ -94,7 +87,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def _merge(self, path: Path, world_size: int) -> None:
         parts = [path.with_name(f"{path.name}.part-{rank}") for rank in range(world_size)]
-        handles = [part.open(newline="") for part in parts if part.exists()]
+        handles = [part.open(newline="") for part in parts if part.exists() and part.stat().st_size]
         try:
             firsts = [handle.readline() for handle in handles]
             json_lines = any(line.startswith(JSON_START) for line in firsts)
@@ -104,9 +97,7 @@ class PredictionWriter(BasePredictionWriter):
             if json_lines and self.path is None:
                 path = path.with_suffix(".jsonl")
             # a CSV part's first line is its header; a JSON Lines part's is a row
-            streams = [
-                itertools.chain([f] if f and json_lines else [], h) for f, h in zip(firsts, handles, strict=True)
-            ]
+            streams = [itertools.chain([f] if json_lines else [], h) for f, h in zip(firsts, handles, strict=True)]
             count, previous = 0, None
             with path.open("w", newline="") as output:
                 if not json_lines:
@@ -205,11 +196,11 @@ def prediction_columns(prediction: Any) -> tuple[list[str], list[Tensor]]:
 
 def _plain(value: Any) -> Any:
     """`value` with tensors as (nested) lists, for JSON."""
-    if isinstance(value, Tensor):
-        return value.detach().cpu().tolist()
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.detach().cpu().tolist() if isinstance(value, Tensor) else value
 
 
 def _cells(column: Tensor) -> list[Any]:

@@ -202,3 +202,12 @@ def test_print_config_runs_again_as_the_same_experiment(isolated, capsys):
     for name, value in direct.model.state_dict().items():
         assert torch.equal(printed.model.state_dict()[name], value), name
     assert [type(c) for c in printed.trainer.callbacks].count(ModelCheckpoint) == 2  # nothing doubled
+
+
+def test_ckpt_path_hpc_means_what_lightning_says(isolated):
+    # Lightning's `hpc`: the newest hpc_ckpt_<N>.ckpt in default_root_dir, as a SLURM requeue leaves it
+    run_user("fit", "--trainer.max_epochs", "1")
+    (isolated / "hpc_ckpt_1.ckpt").write_bytes((version_dir(isolated) / "checkpoints" / "last.ckpt").read_bytes())
+    resumed = run_user("fit", "--trainer.max_epochs", "2", "--ckpt_path", "hpc")
+    assert resumed.trainer.ckpt_path.endswith("hpc_ckpt_1.ckpt")
+    assert resumed.trainer.global_step == 28
