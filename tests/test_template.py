@@ -468,7 +468,7 @@ def test_a_monitor_the_model_never_logs_is_one_line_naming_what_it_logs(isolated
         )
     assert stopped.value.code == 2
     assert capsys.readouterr().err == (
-        "linreg-pl: error: ModelCheckpoint monitors 'val_acc', which TwoOutputRegressor never logs; it logs: "
+        "linreg-pl: error: ModelCheckpoint monitors 'val_acc', which TwoOutputRegressor never logged; it logged: "
         "train_loss. Monitor one of those (its `monitor` argument in trainer.callbacks), or leave that callback out "
         "of the config\n"
     )
