@@ -294,11 +294,37 @@ def gather_line(device: str) -> str:
     )
 
 
-def _class_swap_cuts() -> str:
-    """linreg_pl/fast.py's cuts plus the one it dropped: the model's class swapped, for the length of a run, for a
-    subclass whose `_current_fx_name` is a plain attribute (it broke pickling the module mid-fit). Defined here only
-    to measure what dropping it cost; returns its class path."""
+# the callback hooks Lightning calls for every batch, which `_dropped_cuts` hides where a callback only inherits them
+PER_BATCH_HOOKS = tuple(
+    f"on_{stage}_batch_{when}" for stage in ("train", "validation", "test", "predict") for when in ("start", "end")
+) + ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
+
+
+def _dropped_cuts() -> tuple[str, str]:
+    """Class paths of two profilers that add, to linreg_pl/fast.py's cut, the two it dropped because they change users'
+    objects during a run: the callbacks' inherited per-batch hooks hidden behind None (Lightning skips a hook that
+    is not callable), and that plus the model's class swapped for a subclass whose `_current_fx_name` is a plain
+    attribute (it broke pickling the module mid-fit). Defined here only to measure what dropping them cost."""
+    from lightning.pytorch import Callback
+
     from linreg_pl.fast import LightningOverheadCuts
+
+    class HiddenHooks(LightningOverheadCuts):
+        def setup(self, stage, local_rank=None, log_dir=None):
+            super().setup(stage, local_rank, log_dir)
+            module = getattr(self, "_lightning_module", None)
+            self._hidden = []
+            for callback in module.trainer.callbacks if module is not None else ():
+                for hook in PER_BATCH_HOOKS:
+                    if hook not in vars(callback) and getattr(type(callback), hook) is getattr(Callback, hook):
+                        setattr(callback, hook, None)
+                        self._hidden.append((callback, hook))
+
+        def teardown(self, stage):
+            for callback, hook in getattr(self, "_hidden", []):
+                delattr(callback, hook)
+            self._hidden = []
+            super().teardown(stage)
 
     class PlainHookName:
         def __setattr__(self, name, value):
@@ -307,7 +333,7 @@ def _class_swap_cuts() -> str:
             else:
                 super().__setattr__(name, value)
 
-    class ClassSwapCuts(LightningOverheadCuts):
+    class ClassSwap(HiddenHooks):
         def setup(self, stage, local_rank=None, log_dir=None):
             super().setup(stage, local_rank, log_dir)
             module = getattr(self, "_lightning_module", None)
@@ -321,33 +347,24 @@ def _class_swap_cuts() -> str:
                 module.__class__, self._swapped = cls, None
             super().teardown(stage)
 
-    globals()["ClassSwapCuts"] = ClassSwapCuts
-    return f"{__name__}.ClassSwapCuts"
+    globals().update(HiddenHooks=HiddenHooks, ClassSwap=ClassSwap)
+    return f"{__name__}.HiddenHooks", f"{__name__}.ClassSwap"
 
 
 def cuts_section(device: str, rounds: int) -> list[str]:
-    """The default experiment's step as linreg_pl/fast.py's cuts are added one at a time, and with the class swap it
-    dropped, the variants interleaved `rounds` times so that machine noise hits them alike."""
-    import linreg_pl.fast as fast
-
-    every_hook = fast.PER_BATCH_HOOKS
+    """The default experiment's step with Lightning's profiler, with linreg_pl/fast.py's cut (what runs), and with
+    the two cuts it dropped added, the variants interleaved `rounds` times so that machine noise hits them alike."""
+    hidden, swapped = _dropped_cuts()
     variants = {
-        "Lightning's own profiler (`--trainer.profiler null`)": (["--trainer.profiler", "null"], every_hook),
-        "+ one shared no-op profiler context": ([], ()),
-        "+ callbacks' inherited per-batch hooks hidden (`fast.LightningOverheadCuts`, what runs)": ([], every_hook),
-        "+ the dropped class swap (a plain `_current_fx_name`)": (
-            ["--trainer.profiler", _class_swap_cuts()],
-            every_hook,
-        ),
+        "Lightning's own profiler (`--trainer.profiler null`)": ["--trainer.profiler", "null"],
+        "one shared no-op profiler context (`fast.LightningOverheadCuts`, what runs)": [],
+        "+ callbacks' inherited per-batch hooks hidden (dropped)": ["--trainer.profiler", hidden],
+        "+ the model's class swapped for a plain `_current_fx_name` (dropped)": ["--trainer.profiler", swapped],
     }
     steps: dict[str, list[float]] = {name: [] for name in variants}
-    try:
-        for _ in range(rounds):
-            for name, (extra, hooks) in variants.items():
-                fast.PER_BATCH_HOOKS = hooks
-                steps[name].append(project_fit(800, 2, 10, 8, device, extra)["step_us"])
-    finally:
-        fast.PER_BATCH_HOOKS = every_hook
+    for _ in range(rounds):
+        for name, extra in variants.items():
+            steps[name].append(project_fit(800, 2, 10, 8, device, extra)["step_us"])
     lines = [f"## linreg_pl/fast.py, cut by cut (default experiment, median step of {rounds} interleaved runs)", ""]
     lines += ["| profiler | step | this cut saves |", "|---|---|---|"]
     previous = None

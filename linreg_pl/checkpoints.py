@@ -9,7 +9,7 @@ import pydoc
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningModule
 from torch.nn.parameter import UninitializedParameter
 
 from linreg_pl.errors import ConfigError
@@ -78,21 +78,6 @@ def load_module(path: str) -> LightningModule:
     except Exception as error:  # torch's "size mismatch for linear.weight ...", an init argument refused
         reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         raise ConfigError(f"checkpoint {path!r} does not rebuild its {cls.__name__}: {reason}") from None
-
-
-def load_datamodule(path: str) -> LightningDataModule | None:
-    """The LightningDataModule the checkpoint at `path` names, built from the hyperparameters it saved
-    (`save_hyperparameters()`); None if it saved none."""
-    hparams = dict((read_checkpoint(path) or {}).get("datamodule_hyper_parameters") or {})
-    if "_class_path" not in hparams:
-        return None
-    cls = _saved_class(path, hparams, LightningDataModule)
-    try:
-        return cls(**{key: value for key, value in hparams.items() if not key.startswith("_")})
-    except ConfigError:
-        raise
-    except Exception as error:
-        raise ConfigError(f"checkpoint {path!r}: its {cls.__name__} cannot be built again ({error})") from None
 
 
 def _saved_class(path: str, hparams: dict[str, Any], base: type) -> type:

@@ -5,9 +5,8 @@
 Any module whose `forward` `torch.export` can trace: inputs named after `forward`'s parameters, batch dimension free;
 outputs `predictions`, `predictions_0`, ... (a tuple) or a dict's keys; buffers (preprocessing) inside the file. The
 example input that fixes dtypes and shapes: `--input_shape`, else the module's `example_input_array`, else the first
-predict (or validation) batch of the run's data module, built from the checkpoint's `datamodule_hyper_parameters` or
-from the `data:` section of the run's `config.yaml`. A dict is matched to `forward`'s parameters by name, a tuple in
-order. Every failure is one `ConfigError` line.
+predict (or validation) batch of the data module that the run's `config.yaml` names. A dict is matched to `forward`'s
+parameters by name, a tuple in order. Every failure is one `ConfigError` line.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
-from linreg_pl.checkpoints import load_datamodule, load_module
+from linreg_pl.checkpoints import load_module
 from linreg_pl.errors import ConfigError
 
 FORMATS = {".onnx": "ONNX", ".pt2": "torch.export"}
@@ -203,12 +202,12 @@ def _example_input(model: LightningModule, path: str, input_shape: str | None) -
         return torch.zeros(2, *shape)
     if model.example_input_array is not None:
         return forward_inputs(model, model.example_input_array, "its example_input_array", exact=True)
-    datamodule = load_datamodule(path) or _datamodule_from_run_config(path)
+    datamodule = _datamodule_from_run_config(path)
     if datamodule is None:
         raise ConfigError(
             f"cannot tell what {type(model).__name__}.forward takes: give --input_shape (one example's shape), set "
-            "the module's example_input_array, or keep the run's config.yaml beside its checkpoints/ folder (or have "
-            "the data module call save_hyperparameters()) so that export can build the data module"
+            "the module's example_input_array, or keep the run's config.yaml beside its checkpoints/ folder so that "
+            "export can build the data module"
         )
     stage, batch = _first_batch(datamodule)
     return forward_inputs(model, batch, f"the first {stage} batch of {type(datamodule).__name__}")

@@ -172,7 +172,6 @@ class PointData(LightningDataModule):
 
     def __init__(self, num_examples: int = 40) -> None:
         super().__init__()
-        self.save_hyperparameters()  # export builds it from the checkpoint, not from config.yaml
         generator = torch.Generator().manual_seed(0)
         xy = torch.randn(num_examples, 2, generator=generator)
         self.rows = [{"xy": point, "label": int(point.sum() > 0)} for point in xy]
@@ -246,8 +245,8 @@ def test_export_with_no_flags_builds_the_data_module_from_the_runs_config_yaml(i
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
         "linreg-pl: error: cannot tell what StoreRegressor.forward takes: give --input_shape (one example's shape), "
-        "set the module's example_input_array, or keep the run's config.yaml beside its checkpoints/ folder (or have "
-        "the data module call save_hyperparameters()) so that export can build the data module\n"
+        "set the module's example_input_array, or keep the run's config.yaml beside its checkpoints/ folder so that "
+        "export can build the data module\n"
     )
 
 
