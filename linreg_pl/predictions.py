@@ -180,15 +180,10 @@ def prediction_columns(prediction: Any) -> tuple[list[str], list[Tensor]]:
     for name, value in named.items():
         if not isinstance(value, Tensor) or value.ndim == 0:
             raise TypeError(name)
-        value = value.detach()
-        value = (value.float() if value.is_floating_point() else value).cpu()
-        if value.ndim == 1:
-            names.append(name)
-            columns.append(value)
-        else:
-            flat = value.reshape(len(value), -1)
-            names += [f"{name}_{j}" for j in range(flat.shape[1])]
-            columns += list(flat.unbind(1))
+        value = (value.detach().float() if value.is_floating_point() else value.detach()).cpu()
+        flat = value.reshape(len(value), -1)
+        names += [name] if value.ndim == 1 else [f"{name}_{j}" for j in range(flat.shape[1])]
+        columns += list(flat.unbind(1))
     if not columns or len({len(c) for c in columns}) > 1:
         raise TypeError("columns of different lengths")
     return names, columns

@@ -11,6 +11,7 @@ metrics. It runs in any `Trainer` on its own:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -283,6 +284,16 @@ class LinearRegression(LightningModule):
         if "current_model_state" in checkpoint and self._finishes_lasso():
             state = checkpoint["state_dict"]
             state["linear.weight"] = self._lasso_step(state["linear.weight"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the optimiser and scheduler callables LightningCLI builds (jsonargparse's partials) hold the CLI itself,
+        # which does not pickle: the module pickles with what they call instead, the class and its arguments
+        state = super().__getstate__()
+        for name in ("optimizer", "scheduler"):
+            made = state.get(name)
+            if isinstance(made, functools.partial) and made.args and isinstance(made.args[-1], type):
+                state[name] = functools.partial(made.args[-1], **made.keywords)
+        return state
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
