@@ -31,7 +31,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
-from linreg_pl.checkpoints import load_module
+from linreg_pl.checkpoints import load_module, read_checkpoint
 from linreg_pl.errors import ConfigError
 
 FORMATS = {".onnx": "ONNX", ".pt2": "torch.export"}
@@ -174,7 +174,7 @@ def main(args: list[str]) -> Path:
     parser.add_argument("--output", required=True, help="the file to write: .onnx (ONNX) or .pt2 (torch.export)")
     parser.add_argument("--input_shape", help="one example's shape without the batch, float32, e.g. 3,32,32")
     options = parser.parse_args(args)
-    model = load_module(options.ckpt_path)
+    model = _module(options.ckpt_path)
     exported = export_model(model, _example_input(model, options.ckpt_path, options.input_shape), options.output)
     path = exported.path
     print(f"wrote {path} ({FORMATS[path.suffix.lower()]}, {path.stat().st_size:,} bytes)", flush=True)
@@ -202,7 +202,7 @@ def _example_input(model: LightningModule, path: str, input_shape: str | None) -
         return torch.zeros(2, *shape)
     if model.example_input_array is not None:
         return forward_inputs(model, model.example_input_array, "its example_input_array", exact=True)
-    datamodule = _datamodule_from_run_config(path)
+    datamodule = _from_run_config(path, "data", LightningDataModule)
     if datamodule is None:
         raise ConfigError(
             f"cannot tell what {type(model).__name__}.forward takes: give --input_shape (one example's shape), set "
@@ -213,8 +213,21 @@ def _example_input(model: LightningModule, path: str, input_shape: str | None) -
     return forward_inputs(model, batch, f"the first {stage} batch of {type(datamodule).__name__}")
 
 
-def _datamodule_from_run_config(path: str) -> LightningDataModule | None:
-    """The data module of the `data:` section of `<run>/config.yaml` (LightningCLI's copy, for a checkpoint in
+def _module(path: str) -> LightningModule:
+    """The checkpoint's module: the class its hyperparameters name (`save_hyperparameters()`), else the one the run's
+    config.yaml names, given the checkpoint's weights as Lightning's `load_from_checkpoint` gives them."""
+    checkpoint = read_checkpoint(path) or {}
+    if "_class_path" in (checkpoint.get("hyper_parameters") or {}):
+        return load_module(path)
+    if (model := _from_run_config(path, "model", LightningModule)) is None:
+        return load_module(path)  # its one line: nothing names the class
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading)
+    return model
+
+
+def _from_run_config(path: str, key: str, base: type) -> Any:
+    """The model or data module (`key`) that `<run>/config.yaml` names (LightningCLI's copy, for a checkpoint in
     `<run>/checkpoints/`), built by jsonargparse as LightningCLI built it; None without that file or section."""
     config_path = Path(path).parent.parent / "config.yaml"
     if not config_path.is_file():
@@ -223,18 +236,18 @@ def _datamodule_from_run_config(path: str) -> LightningDataModule | None:
         saved = yaml.safe_load(config_path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read {config_path}: {type(error).__name__}") from None
-    data = saved.get("data") if isinstance(saved, dict) else None
-    if not data:
+    if not (section := saved.get(key) if isinstance(saved, dict) else None):
         return None
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    parser.add_subclass_arguments(base, key, required=True)
+    what = "data module" if key == "data" else "module"
     try:
-        return parser.instantiate(parser.parse_object({"data": data})).data
-    except Exception as error:  # jsonargparse's reason, or what the data module's own __init__ raised, as raised
+        return parser.instantiate(parser.parse_object({key: section}))[key]
+    except Exception as error:  # jsonargparse's reason, or what the class's own __init__ raised, as raised
         cause = error.__cause__ or error
-        raise ConfigError(f"cannot build the data module of {config_path}: {type(cause).__name__}: {cause}") from None
+        raise ConfigError(f"cannot build the {what} of {config_path}: {type(cause).__name__}: {cause}") from None
 
 
 def _first_batch(datamodule: LightningDataModule) -> tuple[str, Any]:

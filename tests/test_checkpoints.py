@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import QUIET, USER_EXPERIMENT, run_user, version_dir
+from lightning.pytorch import LightningModule
 from torch import nn
 from user_models import Classifier
 
@@ -132,3 +133,34 @@ def test_directories_and_urls_are_lightnings_to_read(isolated):
     (isolated / "sharded.ckpt").mkdir()  # FSDP and DeepSpeed write a directory
     assert read_checkpoint(str(isolated / "sharded.ckpt")) is None
     assert read_checkpoint("s3://bucket/run/last.ckpt") is None
+
+
+class Unrecorded(LightningModule):
+    """Lazy layers and no `save_hyperparameters()`: the checkpoint does not name its class; the run's config.yaml
+    does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 3))
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.net(points)
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.05)
+
+
+def test_export_takes_the_class_of_a_model_that_saves_no_hyperparameters_from_the_runs_config(isolated, capsys):
+    user = ["--model", f"{__name__}.Unrecorded", "--data", "user_models.Blobs", "--trainer.max_epochs", "1"]
+    fitted = main(["fit", *user, *QUIET])
+    main(["export", "--ckpt_path", last(isolated), "--output", "m.pt2"])
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        'input "points": float32 [batch, 2]',
+        'output "predictions": float32 [batch, 3]',
+    ]
+    points = torch.randn(5, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load("m.pt2").module()(points), fitted.model.cpu().eval()(points))
