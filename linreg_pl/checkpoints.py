@@ -1,15 +1,13 @@
-"""Checkpoint files read once per command (memory-mapped, `weights_only` unless `--weights_only false`), checked before
-Lightning loads them, and the classes they name. Directories (FSDP, DeepSpeed) and URLs are Lightning's to read.
+"""Checkpoint files read once per command (memory-mapped, `weights_only` unless `--weights_only false`) and checked
+before Lightning loads them. Directories (FSDP, DeepSpeed) and URLs are Lightning's to read.
 """
 
 from __future__ import annotations
 
 import os
-import pydoc
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch.nn.parameter import UninitializedParameter
 
 from linreg_pl.errors import ConfigError
@@ -67,24 +65,3 @@ def check_checkpoint(path: str, checkpoint: dict[str, Any], model: torch.nn.Modu
     ]
     if wrong:
         raise ConfigError(f"checkpoint {path!r} belongs to a model of another shape: {'; '.join(wrong)}")
-
-
-def load_module(path: str) -> LightningModule:
-    """The LightningModule the checkpoint at `path` names (`_class_path`, as LightningCLI records it), rebuilt on the
-    CPU by its `load_from_checkpoint`."""
-    cls = _saved_class(path, (read_checkpoint(path) or {}).get("hyper_parameters") or {}, LightningModule)
-    try:
-        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch's "size mismatch for linear.weight ...", an init argument refused
-        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        raise ConfigError(f"checkpoint {path!r} does not rebuild its {cls.__name__}: {reason}") from None
-
-
-def _saved_class(path: str, hparams: dict[str, Any], base: type) -> type:
-    class_path = hparams.get("_class_path")
-    if class_path is None:
-        raise ConfigError(f"checkpoint {path!r} does not name its class: it was not written through LightningCLI")
-    cls = pydoc.locate(str(class_path))
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ConfigError(f"checkpoint {path!r} names {class_path}, which is not a {base.__name__} importable here")
-    return cls

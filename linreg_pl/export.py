@@ -18,6 +18,7 @@ import importlib.util
 import inspect
 import io
 import logging
+import pydoc
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
-from linreg_pl.checkpoints import load_module, read_checkpoint
+from linreg_pl.checkpoints import read_checkpoint
 from linreg_pl.errors import ConfigError
 
 FORMATS = {".onnx": "ONNX", ".pt2": "torch.export"}
@@ -214,16 +215,23 @@ def _example_input(model: LightningModule, path: str, input_shape: str | None) -
 
 
 def _module(path: str) -> LightningModule:
-    """The checkpoint's module: the class its hyperparameters name (`save_hyperparameters()`), else the one the run's
-    config.yaml names, given the checkpoint's weights as Lightning's `load_from_checkpoint` gives them."""
+    """The checkpoint's module on the CPU: the class its hyperparameters name (LightningCLI's `_class_path`, with
+    `save_hyperparameters()`), rebuilt by `load_from_checkpoint`, else the one the run's config.yaml names."""
     checkpoint = read_checkpoint(path) or {}
-    if "_class_path" in (checkpoint.get("hyper_parameters") or {}):
-        return load_module(path)
-    if (model := _from_run_config(path, "model", LightningModule)) is None:
-        return load_module(path)  # its one line: nothing names the class
-    model.on_load_checkpoint(checkpoint)
-    model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading)
-    return model
+    if (class_path := (checkpoint.get("hyper_parameters") or {}).get("_class_path")) is None:
+        if (model := _from_run_config(path, "model", LightningModule)) is None:
+            raise ConfigError(f"checkpoint {path!r} does not name its class, and no config.yaml of its run does")
+        model.on_load_checkpoint(checkpoint)  # what load_from_checkpoint does with a checkpoint
+        model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading)
+        return model
+    cls = pydoc.locate(str(class_path))
+    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
+        raise ConfigError(f"checkpoint {path!r} names {class_path}, which is not a LightningModule importable here")
+    try:
+        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's "size mismatch for linear.weight ...", an init argument refused
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise ConfigError(f"checkpoint {path!r} does not rebuild its {cls.__name__}: {reason}") from None
 
 
 def _from_run_config(path: str, key: str, base: type) -> Any:

@@ -26,10 +26,9 @@ RUNS_NAME = "lightning_logs"  # the runs' folder without a logger, as Lightning'
 
 
 def place_run(trainer: Namespace) -> tuple[list[tuple[Namespace, str, Any]], str | None]:
-    """Put the versioned loggers' relative `save_dir`s under `<root>` and, on the first process (Lightning broadcasts
-    its directories to the others), reserve the run's directory. Returns each logger value changed, as (its
-    init_args, key, the value the user gave), and the directory reserved (None: under `fast_dev_run`, another
-    process, a version given, or loggers of another layout)."""
+    """Put the loggers' relative `save_dir`s under `<root>` and, on the first process (Lightning broadcasts its
+    directories), reserve the run's directory; returns (init_args, key, value given) of each logger value it may
+    change, and the directory (None: `fast_dev_run`, another process, a version given, another layout)."""
     loggers = _versioned_loggers(trainer)
     given = [(args, key, args.get(key)) for args in loggers for key in ("save_dir", "version")]
     _under_root(trainer, loggers)
@@ -53,8 +52,8 @@ def place_run(trainer: Namespace) -> tuple[list[tuple[Namespace, str, Any]], str
 
 
 def find_checkpoint(name: str, trainer: Namespace, subcommand: str | None) -> str | None:
-    """The checkpoint `--ckpt_path last` or `best` means among the experiment's runs (`name` itself for loggers of
-    another layout: Lightning's meaning); None, with one line, when `fit` has none to resume."""
+    """What `--ckpt_path last|best` means among the experiment's runs (`name` itself for loggers of another layout:
+    Lightning's meaning); None, with one line, when `fit` has none to resume."""
     trainer = trainer.clone()
     runs = _runs_directory(trainer, _under_root(trainer, _versioned_loggers(trainer)))
     if runs is None:
@@ -90,7 +89,6 @@ def _versioned_loggers(trainer: Namespace) -> list[Namespace]:
 
 
 def _under_root(trainer: Namespace, loggers: list[Namespace]) -> list[Namespace]:
-    """The loggers, their relative `save_dir` put under `trainer.default_root_dir`."""
     for args in loggers:
         if trainer.get("default_root_dir") and not os.path.isabs(args.save_dir):
             args.save_dir = os.path.normpath(os.path.join(trainer.default_root_dir, args.save_dir))
