@@ -319,6 +319,11 @@ def _main(args: list[str] | None, debug: bool = False) -> ProjectCLI | None:
 
             export(argv[1:])
             return None
+        if argv[:1] == ["sweep"]:
+            from linreg_pl.sweep import main as sweep  # Optuna loads only for a sweep
+
+            sweep(argv[1:])
+            return None
         cli = build_cli(args)
         _close_process_group()
         return cli
