@@ -80,11 +80,10 @@ class TrialPruning(PyTorchLightningPruningCallback):
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.active or trainer.sanity_checking:
-            return
-        if self.monitor not in trainer.callback_metrics:
-            raise ConfigError(_never_logged(self.monitor, pl_module, trainer))
-        super().on_validation_end(trainer, pl_module)
+        # a metric the model never logs: the core's MonitoredMetricsCheck stops the run with one line (any callback's
+        # `monitor`, this one's too), and `_run_trial` checks the metric after the fit; no warning every epoch here
+        if self.active and self.monitor in trainer.callback_metrics:
+            super().on_validation_end(trainer, pl_module)
 
 
 def _never_logged(metric: str, model: LightningModule, trainer: Trainer) -> str:
@@ -126,7 +125,7 @@ class Sweep:
     def sampler(self, seed: int | None) -> Any:
         if self.method == "grid":
             space = {p.key: p.arguments["choices"] for p in self.parameters}
-            return optuna.samplers.GridSampler(space, seed=seed)
+            return _Grid(space, seed=seed)
         if self.method == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # constant_liar: for parallel workers
@@ -140,6 +139,17 @@ class Sweep:
             max_resource=hyperband.get("max_iter", "auto"),
             reduction_factor=hyperband.get("eta", 3),
         )
+
+
+if optuna is not None:
+
+    class _Grid(optuna.samplers.GridSampler):
+        """Optuna's grid sampler, without its `study.stop()` once the grid is covered: that call is for
+        `study.optimize`, and the sweep asks and tells trials itself, up to run_cap (the grid's size)."""
+
+        @override
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            pass
 
 
 def main(argv: list[str]) -> None:
@@ -357,8 +367,10 @@ def _open_study(sweep: Sweep, storage: str, name: str, worker: int) -> Any:
     except ValueError as error:  # Optuna's own refusal: a study of that name with another direction
         raise ConfigError(f"--storage: study {name!r}: {error}") from None
     except Exception as error:  # the driver's (SQLAlchemy's) errors: a wrong URL, a server that does not answer
-        shown = _hide_password(storage)
-        raise ConfigError(f"--storage {shown}: cannot open it: {type(error).__name__}") from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ConfigError(
+            f"--storage {_hide_password(storage)}: cannot open it: {type(error).__name__}: {reason}"
+        ) from None
 
 
 def _hide_password(url: str) -> str:

@@ -1,0 +1,269 @@
+"""The sweep command (linreg_pl/sweep.py): a study of tiny trials finishes, its best config reruns to the same
+value, a killed sweep continues, workers share a study, pruning stops a bad trial, bad input is one line."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import DEFAULT_CONFIG, ROOT, run_python
+
+from linreg_pl.cli import main
+
+pytest.importorskip("optuna")
+
+CLASSIFIER = str(ROOT / "tests" / "configs" / "classifier.yaml")
+LR = "model.init_args.optimizer.init_args.lr"
+# the example's trials, small: one epoch of 20 steps, no model summary, CPU
+TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "20", "--trainer.accelerator", "cpu"]
+TINY += ["--trainer.enable_model_summary", "false"]
+
+
+def write_sweep(path: Path, **spec) -> str:
+    spec.setdefault("metric", {"name": "val/loss", "goal": "minimize"})
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+def read_trials(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "trials.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def value_of(cli, metric: str) -> float:
+    return float(cli.trainer.callback_metrics[metric])
+
+
+def test_a_sweep_of_the_example_finishes_and_its_best_config_reruns_to_the_best_value(tmp_path, capsys):
+    sweep = write_sweep(
+        tmp_path / "lr.yaml",
+        method="random",
+        seed=0,
+        run_cap=6,
+        parameters={
+            LR: {"distribution": "log_uniform_values", "min": 0.001, "max": 0.1},
+            "data.batch_size": {"values": [10, 50]},  # the short form of data.init_args.batch_size
+            "model.init_args.l2_strength": {"values": [0.0, 0.01]},
+        },
+    )
+    main(["sweep", "--config", DEFAULT_CONFIG, "--sweep", sweep, *TINY])
+    output = capsys.readouterr().out
+    folder = tmp_path / "sweeps" / "lr"
+    trials = read_trials(folder)
+    assert [t["number"] for t in trials] == ["0", "1", "2", "3", "4", "5"]
+    assert {t["state"] for t in trials} == {"COMPLETE"}
+    assert list(trials[0]) == [
+        "number",
+        "state",
+        "value",
+        LR,
+        "data.batch_size",
+        "model.init_args.l2_strength",
+        "run_dir",
+    ]
+    for t in trials:  # each an ordinary run: its own directory, config and checkpoints
+        run = Path(t["run_dir"])
+        assert run == folder / f"trial_{t['number']}" / "lightning_logs" / "version_0"
+        assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    # one progress line per trial, the table, the pictures
+    assert [line.split()[:2] for line in output.splitlines() if line.endswith("/6]")] == [
+        ["trial", str(n)] for n in range(6)
+    ]
+    assert "trial  state     val/loss" in output
+    assert (folder / "history.png").is_file() and (folder / "importances.png").is_file()
+    values = [float(t["value"]) for t in trials]
+    best = min(range(6), key=values.__getitem__)
+    assert f"best: trial {best}, val/loss {values[best]:.6g}" in output
+
+    rerun = main(["fit", "--config", str(folder / "best.yaml")])
+    assert value_of(rerun, "val/loss") == values[best]  # bit for bit on CPU
+    assert rerun.model.hparams.l2_strength == float(trials[best]["model.init_args.l2_strength"])
+    assert rerun.datamodule.batch_size == int(trials[best]["data.batch_size"])
+    # a trial's checkpoint and config serve the other subcommands
+    run = Path(trials[best]["run_dir"])
+    checked = main(
+        ["validate", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    )
+    assert value_of(checked, "val/loss") == pytest.approx(values[best], rel=1e-6)
+
+
+def test_a_grid_sweep_of_a_classifier_finishes_and_its_best_config_reruns(tmp_path, capsys):
+    # a user's own model (tests/user_models.py), its own metric, maximised; grid: run_cap is the grid's size
+    sweep = write_sweep(
+        tmp_path / "grid.yaml",
+        method="grid",
+        metric={"name": "val_acc", "goal": "maximize"},
+        parameters={"model.init_args.lr": {"values": [0.001, 0.01, 0.05]}, "model.hidden": {"values": [4, 16]}},
+    )
+    main(["sweep", "--config", CLASSIFIER, "--sweep", sweep, *TINY[:2], "--trainer.enable_model_summary", "false"])
+    folder = tmp_path / "sweeps" / "grid"
+    trials = read_trials(folder)
+    assert len(trials) == 6 and {t["state"] for t in trials} == {"COMPLETE"}
+    points = {(float(t["model.init_args.lr"]), int(t["model.hidden"])) for t in trials}
+    assert points == {(lr, hidden) for lr in (0.001, 0.01, 0.05) for hidden in (4, 16)}
+    values = [float(t["value"]) for t in trials]
+    rerun = main(["fit", "--config", str(folder / "best.yaml")])
+    assert value_of(rerun, "val_acc") == max(values)
+    assert "sweeps/grid/best.yaml" in capsys.readouterr().out
+
+
+def test_a_sweep_killed_mid_trial_continues_to_run_cap_finished_trials_with_none_rerun(tmp_path):
+    sweep = write_sweep(
+        tmp_path / "resume.yaml",
+        method="random",
+        run_cap=4,
+        parameters={LR: {"distribution": "log_uniform_values", "min": 0.01, "max": 0.1}},
+    )
+    # the third fit waits at its step 2; the test kills the sweep there with SIGKILL, as a power cut would
+    pause = ["--trainer.callbacks+", "sweep_probe.PauseInRun", "--trainer.callbacks.counter", str(tmp_path / "fits")]
+    pause += ["--trainer.callbacks.run", "3"]
+    command = ["-m", "linreg_pl", "sweep", "--config", DEFAULT_CONFIG, "--sweep", sweep, *TINY, *pause]
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    process = subprocess.Popen(
+        [sys.executable, "-u", *command],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    watchdog = threading.Timer(120, os.killpg, (process.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            if line.startswith("waiting in run 3"):
+                os.killpg(process.pid, signal.SIGKILL)
+                break
+        process.communicate()
+    finally:
+        watchdog.cancel()
+    assert process.returncode == -signal.SIGKILL
+    folder = tmp_path / "sweeps" / "resume"
+    before = read_trials(folder)
+    assert [t["state"] for t in before] == ["COMPLETE", "COMPLETE"]  # written after each finished trial
+
+    output = run_python(command, tmp_path)
+    assert "trial 2: interrupted (its process is gone); marked FAIL and queued again" in output
+    after = read_trials(folder)
+    assert [t["state"] for t in after] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert after[:2] == before  # the finished trials were not rerun: same values, same directories
+    for number in (0, 1):
+        assert [p.name for p in (folder / f"trial_{number}" / "lightning_logs").iterdir()] == ["version_0"]
+    assert after[3][LR] == after[2][LR]  # the interrupted trial's values, run again
+    rerun = run_python(command, tmp_path)  # a finished study: nothing more to run
+    assert read_trials(folder) == after and "trial 5" not in rerun
+
+
+def test_two_workers_share_one_study_without_running_a_trial_twice(tmp_path):
+    sweep = write_sweep(
+        tmp_path / "pair.yaml",
+        method="random",
+        run_cap=6,
+        parameters={LR: {"distribution": "uniform", "min": 0.01, "max": 0.1}},
+    )
+    command = ["-m", "linreg_pl", "sweep", "--config", DEFAULT_CONFIG, "--sweep", sweep, "--workers", "2", *TINY]
+    output = run_python(command, tmp_path)
+    folder = tmp_path / "sweeps" / "pair"
+    trials = read_trials(folder)
+    assert [t["number"] for t in trials] == ["0", "1", "2", "3", "4", "5"]
+    assert {t["state"] for t in trials} == {"COMPLETE"}
+    assert len({t[LR] for t in trials}) == 6 and len({t["run_dir"] for t in trials}) == 6
+    assert sorted(p.name for p in folder.glob("trial_*")) == [f"trial_{n}" for n in range(6)]
+    for number in range(6):  # each trial ran once: one run directory each
+        assert [p.name for p in (folder / f"trial_{number}" / "lightning_logs").iterdir()] == ["version_0"]
+    assert output.count("/6]") == 6
+
+
+def test_pruning_stops_a_clearly_worse_trial_and_keeps_its_run_directory(tmp_path):
+    # grid order under seed 1: lr 0.03, 0.05, then 1e-6, which is pruned at its second validation
+    sweep = write_sweep(
+        tmp_path / "prune.yaml",
+        method="grid",
+        seed=1,
+        parameters={LR: {"values": [0.03, 0.05, 1e-6]}},
+        early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 1, "eta": 2},
+    )
+    main(["sweep", "--config", DEFAULT_CONFIG, "--sweep", sweep, *TINY, "--trainer.max_epochs", "3"])
+    trials = read_trials(tmp_path / "sweeps" / "prune")
+    states = {float(t[LR]): t["state"] for t in trials}
+    assert states == {0.03: "COMPLETE", 0.05: "COMPLETE", 1e-6: "PRUNED"}
+    pruned = next(t for t in trials if t["state"] == "PRUNED")
+    assert float(pruned["value"]) > 10 * max(float(t["value"]) for t in trials if t["state"] == "COMPLETE")
+    run = Path(pruned["run_dir"])
+    metrics = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [row["epoch"] for row in metrics if row.get("val/loss")] == ["0", "1"]  # stopped after 2 of 3 epochs
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+BAD_INPUT = [
+    (
+        {"parameters": {"model.init_args.optimizer.init_args.learning_rate": {"values": [0.1]}}},
+        [],
+        "sweep file {sweep}: parameters.model.init_args.optimizer.init_args.learning_rate: the config has no such "
+        "key; close: model.init_args.optimizer.init_args.dampening, model.init_args.optimizer.init_args.lr, "
+        "model.init_args.optimizer.class_path",
+    ),
+    (
+        {"parameters": {LR: {"distribution": "log_uniform_values", "min": 0, "max": 0.1}}},
+        [],
+        f"sweep file {{sweep}}: parameters.{LR}: log_uniform_values needs 0 < min < max, got min 0, max 0.1",
+    ),
+    (
+        {"parameters": {LR: {"distribution": "uniform", "min": 0.1, "max": 0.01}}},
+        [],
+        f"sweep file {{sweep}}: parameters.{LR}: uniform needs numbers min < max, got min 0.1, max 0.01",
+    ),
+    (
+        {"run_cap": 0, "parameters": {LR: {"values": [0.1]}}},
+        [],
+        "sweep file {sweep}: run_cap must be an integer >= 1 (the number of trials), got 0",
+    ),
+    (
+        {"metric": {"name": "val/los"}, "parameters": {LR: {"values": [0.03]}}},
+        [],
+        "TrialPruning monitors 'val/los', which LinearRegression never logs; it logs: train/loss, val/loss, val/mae, "
+        "val/mse, val/r2. Monitor one of those (its `monitor` argument in trainer.callbacks), or leave that callback "
+        "out of the config",
+    ),
+    (
+        {"parameters": {LR: {"values": [0.03]}}},
+        ["--storage", "sqlite:////no/such/folder/study.db"],
+        "--storage sqlite:////no/such/folder/study.db: cannot open it: OperationalError: (sqlite3.OperationalError) "
+        "unable to open database file",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "extra", "message"), BAD_INPUT, ids=["key", "log", "range", "cap", "metric", "db"])
+def test_bad_input_is_one_line(tmp_path, capsys, spec, extra, message):
+    spec.setdefault("run_cap", 1)
+    sweep = write_sweep(tmp_path / "bad.yaml", **spec)
+    with pytest.raises(SystemExit) as stop:
+        main(["sweep", "--config", DEFAULT_CONFIG, "--sweep", sweep, *TINY, *extra])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "linreg-pl: error: " + message.format(sweep=sweep)
+
+
+def test_without_optuna_the_sweep_says_what_to_install(capsys, monkeypatch):
+    monkeypatch.setattr("linreg_pl.sweep.optuna", None)
+    with pytest.raises(SystemExit) as stop:
+        main(["sweep", "--config", DEFAULT_CONFIG, "--sweep", "configs/sweep.yaml"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == 'linreg-pl: error: the sweep command needs Optuna: pip install -e ".[sweep]"\n'
+
+
+def test_the_example_sweep_file_parses_against_the_example_config():
+    from linreg_pl.sweep import _full_config, read_sweep
+
+    config = _full_config(["--config", DEFAULT_CONFIG])
+    sweep = read_sweep(ROOT / "configs" / "sweep.yaml", config)
+    assert [p.path[-1] for p in sweep.parameters] == ["lr", "batch_size", "l2_strength"]
+    assert (sweep.method, sweep.metric, sweep.run_cap) == ("bayes", "val/loss", 20)
