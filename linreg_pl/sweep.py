@@ -172,6 +172,7 @@ def main(argv: list[str]) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours to print
 
     config = _full_config(fit_args)
+    _check_one_process(config.get("trainer") or {})
     sweep = read_sweep(Path(options.sweep), config)
     name = options.name or Path(options.sweep).stem
     folder = Path(config.get("trainer", {}).get("default_root_dir") or ".").resolve() / "sweeps" / name
@@ -188,11 +189,41 @@ def main(argv: list[str]) -> None:
         workers = [
             subprocess.Popen(command, env=dict(os.environ, **{WORKER_ENV: str(i)})) for i in range(options.workers)
         ]
-        codes = [process.wait() for process in workers]
+        try:
+            codes = [process.wait() for process in workers]
+        except KeyboardInterrupt:  # Ctrl-C reached the workers too: each fails its trial and stops
+            codes = [process.wait() for process in workers]
         if any(codes):
             raise SystemExit(next(code for code in codes if code))
     if WORKER_ENV not in os.environ:  # the command the user typed, not one of its workers
         report(study, sweep, config, folder)
+
+
+def _check_one_process(trainer: dict[str, Any]) -> None:
+    """Refuse a trial that Lightning would run as several processes of this command line (DDP's launcher starts
+    `python -m linreg_pl sweep ...` again for every other rank); `ddp_spawn` starts its own processes and works."""
+    strategy = trainer.get("strategy") or "auto"
+    strategy = strategy.get("class_path", "") if isinstance(strategy, dict) else str(strategy)
+    if "spawn" in strategy.lower():
+        return
+    devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes") or 1
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    elif isinstance(devices, str) and devices != "auto":
+        devices = devices.split(",")
+    if devices == "auto":
+        import torch
+
+        accelerator = str(trainer.get("accelerator") or "auto")
+        devices = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 1
+    many = (
+        devices == -1 or (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
+    )
+    if many or nodes > 1:
+        raise ConfigError(
+            "sweep: each trial runs in the sweep's own process, on one device; give --trainer.devices 1 (and run "
+            "trials side by side with --workers N), or --trainer.strategy ddp_spawn for several devices per trial"
+        )
 
 
 def read_sweep(path: Path, config: dict[str, Any]) -> Sweep:
@@ -312,7 +343,7 @@ def _full_config(fit_args: list[str]) -> dict[str, Any]:
     from linreg_pl.cli import main as cli
 
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    with contextlib.redirect_stdout(printed), _own_arguments():
         try:
             cli(["fit", *fit_args, "--print_config"])
         except SystemExit as stop:
@@ -410,10 +441,15 @@ def _fail_interrupted(study: Any) -> None:
         owner_host, _, pid = owner.rpartition(":")
         if owner_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
-        study.tell(trial.number, state=TrialState.FAIL)
-        if trial.params:
-            study.enqueue_trial(trial.params, user_attrs={"replaces": trial.number})
+        _fail(study, trial, again=True)
         print(f"trial {trial.number}: interrupted (its process is gone); marked FAIL and queued again", flush=True)
+
+
+def _fail(study: Any, trial: Any, again: bool) -> None:
+    """Mark an unfinished trial failed; `again`: queue its values, so that its replacement runs the same point."""
+    study.tell(trial.number, state=TrialState.FAIL)
+    if again and trial.params:
+        study.enqueue_trial(trial.params, user_attrs={"replaces": trial.number})
 
 
 def _alive(pid: int) -> bool:
@@ -450,13 +486,18 @@ def _run_trial(study: Any, trial: Any, sweep: Sweep, fit_args: list[str], folder
     for parameter in sweep.parameters:
         value = parameter.suggest(trial)
         overrides += [f"--{parameter.key}", value if isinstance(value, str) else json.dumps(value)]
-    pruning = {"class_path": f"{__name__}.TrialPruning", "init_args": {"monitor": sweep.metric, "trial_number": 0}}
+    pruning = {"class_path": f"{__name__}.TrialPruning", "init_args": {"monitor": sweep.metric}}
     pruning["init_args"]["trial_number"] = trial.number
     args = ["fit", *fit_args, *overrides, "--trainer.default_root_dir", str(root)]
     args += ["--trainer.callbacks+", json.dumps(pruning)]
     _RUNNING[trial.number] = trial
     try:
-        run = cli(args)
+        with _own_arguments():
+            run = cli(args)
+        # under ddp_spawn the trial's processes leave their verdict in the storage (Optuna's documented way)
+        for callback in run.trainer.callbacks:
+            if isinstance(callback, TrialPruning):
+                callback.check_pruned()
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
         return
@@ -465,10 +506,12 @@ def _run_trial(study: Any, trial: Any, sweep: Sweep, fit_args: list[str], folder
             trial.set_user_attr("failure", "exit status 1")
             study.tell(trial, state=TrialState.FAIL)
             return
-        study.tell(trial, state=TrialState.FAIL)  # a setting or Ctrl-C: the sweep stops, a rerun replaces it
+        # a setting the CLI refused (status 2, said in one line) stops the sweep; so does Ctrl-C or SIGTERM, and a
+        # rerun then runs the interrupted trial's values again
+        _fail(study, trial, again=stop.code != 2)
         raise
     except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
+        _fail(study, trial, again=True)
         raise
     finally:
         del _RUNNING[trial.number]
@@ -589,6 +632,18 @@ def _quiet_experimental():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
+
+
+@contextlib.contextmanager
+def _own_arguments():
+    """`sys.argv` without the sweep's arguments while `main(args)` runs a trial: LightningCLI warns when it sees
+    both (its arguments are `args`)."""
+    argv = sys.argv
+    sys.argv = argv[:1]
+    try:
+        yield
+    finally:
+        sys.argv = argv
 
 
 def _without_workers(argv: list[str]) -> list[str]:
