@@ -481,15 +481,15 @@ def _run_trial(study: Any, trial: Any, sweep: Sweep, fit_args: list[str], folder
     from linreg_pl.cli import main as cli
 
     root = folder / f"trial_{trial.number}"
-    trial.set_user_attr("run_root", str(root))
     overrides = []
     for parameter in sweep.parameters:
         value = parameter.suggest(trial)
         overrides += [f"--{parameter.key}", value if isinstance(value, str) else json.dumps(value)]
-    pruning = {"class_path": f"{__name__}.TrialPruning", "init_args": {"monitor": sweep.metric}}
-    pruning["init_args"]["trial_number"] = trial.number
     args = ["fit", *fit_args, *overrides, "--trainer.default_root_dir", str(root)]
-    args += ["--trainer.callbacks+", json.dumps(pruning)]
+    if sweep.early_terminate is not None:  # without a pruner, reporting every validation would only cost time
+        pruning = {"class_path": f"{__name__}.TrialPruning", "init_args": {"monitor": sweep.metric}}
+        pruning["init_args"]["trial_number"] = trial.number
+        args += ["--trainer.callbacks+", json.dumps(pruning)]
     _RUNNING[trial.number] = trial
     try:
         with _own_arguments():
@@ -516,7 +516,7 @@ def _run_trial(study: Any, trial: Any, sweep: Sweep, fit_args: list[str], folder
     finally:
         del _RUNNING[trial.number]
     metrics = run.trainer.callback_metrics
-    if sweep.metric not in metrics:  # no validation ran, so the callback never looked
+    if sweep.metric not in metrics:
         study.tell(trial, state=TrialState.FAIL)
         raise ConfigError(_never_logged(sweep.metric, run.model, run.trainer))
     value = float(metrics[sweep.metric])
@@ -527,13 +527,10 @@ def _run_trial(study: Any, trial: Any, sweep: Sweep, fit_args: list[str], folder
     study.tell(trial, value)
 
 
-def _run_dir(trial: Any) -> str:
-    """The trial's version directory (the one holding config.yaml), else its root."""
-    root = trial.user_attrs.get("run_root")
-    if root is None:
-        return ""
-    found = sorted(Path(root).glob("**/config.yaml"))
-    return str(found[0].parent) if found else root
+def _run_dir(folder: Path, number: int) -> str:
+    """Trial `number`'s version directory, `trial_<number>/<logger name>/version_0`, once it has its config.yaml."""
+    found = sorted((folder / f"trial_{number}").glob("*/*/config.yaml"))
+    return str(found[0].parent) if found else ""
 
 
 def write_trials(study: Any, sweep: Sweep, folder: Path) -> None:
@@ -546,7 +543,7 @@ def write_trials(study: Any, sweep: Sweep, folder: Path) -> None:
         for trial in study.get_trials(deepcopy=False):
             value = "" if trial.value is None else repr(trial.value)
             params = [trial.params.get(key, "") for key in keys]
-            writer.writerow([trial.number, trial.state.name, value, *params, _run_dir(trial)])
+            writer.writerow([trial.number, trial.state.name, value, *params, _run_dir(folder, trial.number)])
     os.replace(handle.name, folder / "trials.csv")
 
 

@@ -229,6 +229,16 @@ BAD_INPUT = [
     (
         {"metric": {"name": "val/los"}, "parameters": {LR: {"values": [0.03]}}},
         [],
+        "sweep metric 'val/los': LinearRegression never logs it; it logs: train/loss, val/loss, val/mae, val/mse, "
+        "val/r2",
+    ),
+    (  # with a pruner, the core's check of every callback's `monitor` stops the first trial
+        {
+            "metric": {"name": "val/los"},
+            "parameters": {LR: {"values": [0.03]}},
+            "early_terminate": {"type": "hyperband", "min_iter": 1},
+        },
+        [],
         "TrialPruning monitors 'val/los', which LinearRegression never logs; it logs: train/loss, val/loss, val/mae, "
         "val/mse, val/r2. Monitor one of those (its `monitor` argument in trainer.callbacks), or leave that callback "
         "out of the config",
@@ -242,7 +252,9 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize(("spec", "extra", "message"), BAD_INPUT, ids=["key", "log", "range", "cap", "metric", "db"])
+@pytest.mark.parametrize(
+    ("spec", "extra", "message"), BAD_INPUT, ids=["key", "log", "range", "cap", "metric", "pruned-metric", "db"]
+)
 def test_bad_input_is_one_line(tmp_path, capsys, spec, extra, message):
     spec.setdefault("run_cap", 1)
     sweep = write_sweep(tmp_path / "bad.yaml", **spec)

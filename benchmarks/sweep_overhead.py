@@ -1,0 +1,107 @@
+"""A sweep's cost per trial against a plain `fit` of the same config, side by side in one run.
+
+    python benchmarks/sweep_overhead.py                  # the default experiment, 10 trials, 2 rounds
+    python benchmarks/sweep_overhead.py --trials 20 --rounds 3 --processes
+
+In-process (what a sweep runs): `main(["fit", "--config", configs/default.yaml])` `--trials` times, against
+`main(["sweep", ...])` with `run_cap` = `--trials` and one parameter fixed at the config's own value (lr 0.03), so
+that every trial is that same fit. The sweep's time is the whole command: parsing the config once, opening the
+SQLite study, asking and telling each trial, trials.csv after each, and at the end the table, best.yaml and the
+two pictures. Rounds alternate plain and sweep; the figure is the median over rounds of
+(sweep time / trials) / (plain time / trials) - 1.
+
+`--processes` adds the command-line view: `python -m linreg_pl fit` run `--trials` times against one
+`python -m linreg_pl sweep` of `--trials` trials (which pays the imports once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "default.yaml")
+QUIET = ["--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false"]
+SWEEP = """method: random
+metric: {name: val/loss, goal: minimize}
+run_cap: %d
+parameters:
+  model.init_args.optimizer.init_args.lr: {value: 0.03}  # the config's own value: every trial is the plain fit
+"""
+
+
+def timed(call) -> float:
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        call()
+    return time.perf_counter() - start
+
+
+def in_process(trials: int, rounds: int, folder: Path) -> None:
+    from linreg_pl.cli import main
+
+    sweep = folder / "same.yaml"
+    sweep.write_text(SWEEP % trials)
+    main(["fit", "--config", CONFIG, *QUIET, "--trainer.default_root_dir", str(folder / "warm-up")])
+    ratios = []
+    for round_ in range(rounds):
+        root = folder / f"round{round_}"
+
+        def plain(root=root) -> None:
+            for _ in range(trials):
+                main(["fit", "--config", CONFIG, *QUIET, "--trainer.default_root_dir", str(root / "plain")])
+
+        def swept(root=root) -> None:
+            main(["sweep", "--config", CONFIG, "--sweep", str(sweep), *QUIET, "--trainer.default_root_dir", str(root)])
+
+        fit_s, sweep_s = timed(plain) / trials, timed(swept) / trials
+        ratios.append(sweep_s / fit_s - 1)
+        print(f"round {round_}: plain fit {fit_s:.3f} s, sweep {sweep_s:.3f} s per trial ({ratios[-1]:+.1%})")
+    print(f"in-process, {trials} trials: a sweep costs {statistics.median(ratios):+.1%} per trial over a plain fit")
+
+
+def processes(trials: int, folder: Path) -> None:
+    environment = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def run(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "linreg_pl", *args, *QUIET], cwd=folder, env=environment, check=True,
+                       capture_output=True)  # fmt: skip
+
+    sweep = folder / "same_process.yaml"
+    sweep.write_text(SWEEP % trials)
+    fit_s = timed(lambda: [run("fit", "--config", CONFIG) for _ in range(trials)]) / trials
+    sweep_s = timed(lambda: run("sweep", "--config", CONFIG, "--sweep", str(sweep))) / trials
+    print(
+        f"processes, {trials} trials: `fit` {fit_s:.2f} s a command, `sweep` {sweep_s:.2f} s a trial "
+        f"({sweep_s / fit_s - 1:+.1%})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--processes", action="store_true", help="also time the commands as processes")
+    options = parser.parse_args()
+    import lightning
+    import optuna
+    import torch
+
+    print(f"torch {torch.__version__}, lightning {lightning.__version__}, optuna {optuna.__version__}, CPU threads "
+          f"{torch.get_num_threads()}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        in_process(options.trials, options.rounds, Path(folder))
+        if options.processes:
+            processes(options.trials, Path(folder))
+
+
+if __name__ == "__main__":
+    main()
