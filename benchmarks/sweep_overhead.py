@@ -1,14 +1,14 @@
 """A sweep's cost per trial against a plain `fit` of the same config, side by side in one run.
 
-    python benchmarks/sweep_overhead.py                  # the default experiment, 10 trials, 2 rounds
+    python benchmarks/sweep_overhead.py                  # the default experiment, 20 trials, 4 rounds
     python benchmarks/sweep_overhead.py --trials 20 --rounds 3 --processes
 
 In-process (what a sweep runs): `main(["fit", "--config", configs/default.yaml])` `--trials` times, against
 `main(["sweep", ...])` with `run_cap` = `--trials` and one parameter fixed at the config's own value (lr 0.03), so
 that every trial is that same fit. The sweep's time is the whole command: parsing the config once, opening the
 SQLite study, asking and telling each trial, trials.csv after each, and at the end the table, best.yaml and the
-two pictures. Rounds alternate plain and sweep; the figure is the median over rounds of
-(sweep time / trials) / (plain time / trials) - 1.
+two pictures. Each block runs in a fresh process after one warm-up fit; rounds alternate which kind goes first;
+the figure is the median over rounds of (sweep time / trials) / (plain time / trials) - 1.
 
 `--processes` adds the command-line view: `python -m linreg_pl fit` run `--trials` times against one
 `python -m linreg_pl sweep` of `--trials` trials (which pays the imports once).
@@ -45,26 +45,36 @@ def timed(call) -> float:
     return time.perf_counter() - start
 
 
-def in_process(trials: int, rounds: int, folder: Path) -> None:
+def block(kind: str, trials: int, folder: Path) -> float:
+    """One measurement in this (fresh) process: a warm-up fit, then `trials` plain fits or a sweep of `trials`;
+    returns the seconds per trial."""
     from linreg_pl.cli import main
 
+    main(["fit", "--config", CONFIG, *QUIET, "--trainer.default_root_dir", str(folder / "warm-up")])
+    if kind == "plain":
+        root = str(folder / "plain")
+        return timed(lambda: [main(["fit", "--config", CONFIG, *QUIET, "--trainer.default_root_dir", root])
+                              for _ in range(trials)]) / trials  # fmt: skip
     sweep = folder / "same.yaml"
     sweep.write_text(SWEEP % trials)
-    main(["fit", "--config", CONFIG, *QUIET, "--trainer.default_root_dir", str(folder / "warm-up")])
+    args = ["sweep", "--config", CONFIG, "--sweep", str(sweep), *QUIET, "--trainer.default_root_dir", str(folder)]
+    return timed(lambda: main(args)) / trials
+
+
+def in_process(trials: int, rounds: int, folder: Path) -> None:
+    # each block in a process of its own, both kinds from the same state; the order alternates between rounds,
+    # as repeated in-process fits slow down a little over a process's life
     ratios = []
     for round_ in range(rounds):
-        root = folder / f"round{round_}"
-
-        def plain(root=root) -> None:
-            for _ in range(trials):
-                main(["fit", "--config", CONFIG, *QUIET, "--trainer.default_root_dir", str(root / "plain")])
-
-        def swept(root=root) -> None:
-            main(["sweep", "--config", CONFIG, "--sweep", str(sweep), *QUIET, "--trainer.default_root_dir", str(root)])
-
-        fit_s, sweep_s = timed(plain) / trials, timed(swept) / trials
-        ratios.append(sweep_s / fit_s - 1)
-        print(f"round {round_}: plain fit {fit_s:.3f} s, sweep {sweep_s:.3f} s per trial ({ratios[-1]:+.1%})")
+        seconds = {}
+        for kind in ("plain", "sweep") if round_ % 2 == 0 else ("sweep", "plain"):
+            command = [sys.executable, __file__, "--block", kind, "--trials", str(trials)]
+            command += ["--folder", str(folder / f"{kind}{round_}")]
+            result = subprocess.run(command, capture_output=True, text=True, check=True)
+            seconds[kind] = float(result.stdout.split()[-1])
+        ratios.append(seconds["sweep"] / seconds["plain"] - 1)
+        print(f"round {round_}: plain fit {seconds['plain']:.3f} s, sweep {seconds['sweep']:.3f} s per trial "
+              f"({ratios[-1]:+.1%})", flush=True)  # fmt: skip
     print(f"in-process, {trials} trials: a sweep costs {statistics.median(ratios):+.1%} per trial over a plain fit")
 
 
@@ -87,10 +97,15 @@ def processes(trials: int, folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=20)  # configs/sweep.yaml's run_cap
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--processes", action="store_true", help="also time the commands as processes")
+    parser.add_argument("--block", choices=("plain", "sweep"), help=argparse.SUPPRESS)  # one measurement
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.block:
+        print(block(options.block, options.trials, options.folder))
+        return
     import lightning
     import optuna
     import torch
