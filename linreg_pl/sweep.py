@@ -31,7 +31,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,7 +181,7 @@ def main(argv: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     storage = options.storage or f"sqlite:///{folder / 'study.db'}"
     worker = int(os.environ.get(WORKER_ENV, 0))
-    study = _open_study(sweep, storage, name, worker)
+    study = _open_study(sweep, storage, name, worker, shared=options.storage is not None)
 
     if options.workers == 1:
         _work(study, sweep, fit_args, folder)
@@ -376,17 +378,18 @@ def _long(path: list[str]) -> str:
     return ".".join(path)
 
 
-def _open_study(sweep: Sweep, storage: str, name: str, worker: int) -> Any:
+def _open_study(sweep: Sweep, storage: str, name: str, worker: int, shared: bool) -> Any:
     """Create or load the study `name` in `storage`; a storage that cannot be opened is one line."""
     try:
-        backend = optuna.storages.RDBStorage(
-            storage,
-            # SQLite: several workers write to one file; wait for the lock (seconds) instead of failing
-            engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None,
-        )
-        # a fresh sampler stream for each process and each continuation, reproducible from the file's seed
+        try:
+            backend = _storage(storage)
+        except Exception:  # machines starting on an empty database together: one creates the tables, then all load
+            time.sleep(1)
+            backend = _storage(storage)
+        # a fresh sampler stream for each machine, process and continuation, reproducible from the file's seed
         existing = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(backend)}.get(name, 0)
-        seed = None if sweep.seed is None else sweep.seed + 1000 * worker + existing
+        host = zlib.crc32(socket.gethostname().encode()) if shared else 0  # other machines may share --storage
+        seed = None if sweep.seed is None else (sweep.seed + 1000 * worker + existing + host) % 2**32
         return optuna.create_study(
             storage=backend,
             study_name=name,
@@ -402,6 +405,13 @@ def _open_study(sweep: Sweep, storage: str, name: str, worker: int) -> Any:
         raise ConfigError(
             f"--storage {_hide_password(storage)}: cannot open it: {type(error).__name__}: {reason}"
         ) from None
+
+
+def _storage(url: str) -> Any:
+    # SQLite: several workers write to one file; each waits for the lock (up to 60 s) instead of failing
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    )
 
 
 def _hide_password(url: str) -> str:
@@ -471,6 +481,11 @@ def _work(study: Any, sweep: Sweep, fit_args: list[str], folder: Path) -> None:
                 return
             trial = study.ask()
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        # another machine (its own lock) may have asked at the same moment: the trial numbered past run_cap gives way
+        if sum(_counts(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number) >= sweep.run_cap:
+            trial.set_user_attr("surplus", "asked at the same time as another machine's last trial; not run")
+            study.tell(trial, state=TrialState.FAIL)
+            return
         _run_trial(study, trial, sweep, fit_args, folder)
         write_trials(study, sweep, folder)
         _progress(study, trial.number, sweep)

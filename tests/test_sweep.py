@@ -279,3 +279,89 @@ def test_the_example_sweep_file_parses_against_the_example_config():
     sweep = read_sweep(ROOT / "configs" / "sweep.yaml", config)
     assert [p.path[-1] for p in sweep.parameters] == ["lr", "batch_size", "l2_strength"]
     assert (sweep.method, sweep.metric, sweep.run_cap) == ("bayes", "val/loss", 20)
+
+
+@pytest.mark.slow
+def test_two_machines_share_a_postgresql_study_and_finish_run_cap_trials_together(tmp_path):
+    # a real PostgreSQL 16 server in a temporary directory (the pgserver wheel), two sweep commands against it as
+    # separate processes with their own root directories, as two machines would run them
+    pgserver = pytest.importorskip("pgserver")
+    pytest.importorskip("psycopg2")
+    server = pgserver.get_server(tmp_path / "postgres", cleanup_mode="stop")
+    try:
+        url = server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
+        sweep = write_sweep(
+            tmp_path / "shared.yaml",
+            method="random",
+            run_cap=6,
+            parameters={LR: {"distribution": "uniform", "min": 0.01, "max": 0.1}},
+        )
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+        machines = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "linreg_pl",
+                    "sweep",
+                    "--config",
+                    DEFAULT_CONFIG,
+                    "--sweep",
+                    sweep,
+                    "--storage",
+                    url,
+                    *TINY,
+                    "--trainer.default_root_dir",
+                    str(tmp_path / machine),
+                ],
+                cwd=tmp_path,
+                env=environment,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            for machine in ("a", "b")
+        ]
+        outputs = [machine.communicate(timeout=300)[0] for machine in machines]
+        assert [machine.returncode for machine in machines] == [0, 0], outputs
+        import optuna
+
+        trials = optuna.load_study(study_name="shared", storage=url).get_trials()
+    finally:
+        server.cleanup()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 6 and len({t.params[LR] for t in complete}) == 6
+    # any other trial was asked past run_cap at the same moment as the other machine's last one, and never ran
+    assert all("surplus" in t.user_attrs for t in trials if t.state.name != "COMPLETE")
+    # every complete trial ran on exactly one machine: one run directory for it, in a or in b
+    for t in complete:
+        runs = [tmp_path / m / "sweeps" / "shared" / f"trial_{t.number}" for m in ("a", "b")]
+        assert sum(run.is_dir() for run in runs) == 1
+    assert all("/6]" in output for output in outputs)  # both machines ran trials
+
+
+@pytest.mark.slow
+def test_trials_under_ddp_spawn_report_to_the_study_and_are_pruned(tmp_path):
+    # Optuna's documented way for Lightning DDP: ddp_spawn, an RDB storage, check_pruned() after fit
+    sweep = write_sweep(
+        tmp_path / "ddp.yaml",
+        method="grid",
+        seed=1,
+        parameters={LR: {"values": [0.03, 0.05, 1e-6]}},
+        early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 1, "eta": 2},
+    )
+    ddp = ["--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.max_epochs", "3"]
+    run_python(["-m", "linreg_pl", "sweep", "--config", DEFAULT_CONFIG, "--sweep", sweep, *TINY, *ddp], tmp_path)
+    trials = read_trials(tmp_path / "sweeps" / "ddp")
+    assert {float(t[LR]): t["state"] for t in trials} == {0.03: "COMPLETE", 0.05: "COMPLETE", 1e-6: "PRUNED"}
+
+
+def test_a_sweep_refuses_trials_that_ddp_would_start_as_more_sweeps(tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "x.yaml", run_cap=1, parameters={LR: {"values": [0.03]}})
+    with pytest.raises(SystemExit) as stop:
+        main(["sweep", "--config", DEFAULT_CONFIG, "--sweep", sweep, *TINY, "--trainer.devices", "2"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "linreg-pl: error: sweep: each trial runs in the sweep's own process, on one device; give --trainer.devices 1 "
+        "(and run trials side by side with --workers N), or --trainer.strategy ddp_spawn for several devices per trial"
+    )
