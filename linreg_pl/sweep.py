@@ -486,8 +486,10 @@ def _work(study: Any, sweep: Sweep, fit_args: list[str], folder: Path) -> None:
             trial.set_user_attr("surplus", "asked at the same time as another machine's last trial; not run")
             study.tell(trial, state=TrialState.FAIL)
             return
-        _run_trial(study, trial, sweep, fit_args, folder)
-        write_trials(study, sweep, folder)
+        try:
+            _run_trial(study, trial, sweep, fit_args, folder)
+        finally:  # also when the sweep stops here (Ctrl-C, a setting refused): the file says how it stopped
+            write_trials(study, sweep, folder)
         _progress(study, trial.number, sweep)
 
 

@@ -12,7 +12,7 @@ from typing_extensions import override
 
 class PauseInRun(Callback):
     """Counts the fits that start in `counter` (a file); the `run`-th (from 1) prints `waiting in run <run>` at global
-    step `step` and sleeps up to `timeout` seconds, so that a test can kill the process mid-trial at a known place
+    step `step` and waits up to `timeout` seconds, so that a test can kill the process mid-trial at a known place
     whatever the machine's speed. Later fits, in this process or another, run through."""
 
     def __init__(self, counter: str, run: int, step: int = 2, timeout: float = 60.0) -> None:
@@ -28,4 +28,7 @@ class PauseInRun(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.number == self.run and trainer.global_step == self.step:
             print(f"waiting in run {self.run}", flush=True)
-            time.sleep(self.timeout)
+            # until killed, or a Ctrl-C or SIGTERM that Lightning turns into `received_sigterm` (ending the step)
+            deadline = time.monotonic() + self.timeout
+            while not trainer.received_sigterm and time.monotonic() < deadline:
+                time.sleep(0.01)

@@ -162,6 +162,47 @@ def test_a_sweep_killed_mid_trial_continues_to_run_cap_finished_trials_with_none
     assert read_trials(folder) == after and "trial 5" not in rerun
 
 
+def test_ctrl_c_stops_the_sweep_and_a_rerun_runs_the_interrupted_values_again(tmp_path):
+    sweep = write_sweep(
+        tmp_path / "stop.yaml",
+        method="random",
+        run_cap=3,
+        parameters={LR: {"distribution": "uniform", "min": 0.01, "max": 0.1}},
+    )
+    pause = ["--trainer.callbacks+", "sweep_probe.PauseInRun", "--trainer.callbacks.counter", str(tmp_path / "fits")]
+    pause += ["--trainer.callbacks.run", "2"]
+    command = ["-m", "linreg_pl", "sweep", "--config", DEFAULT_CONFIG, "--sweep", sweep, *TINY, *pause]
+    process = subprocess.Popen(
+        [sys.executable, "-u", *command],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")])),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a terminal's default, whoever runs pytest
+    )
+    watchdog = threading.Timer(120, os.killpg, (process.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            if line.startswith("waiting in run 2"):
+                os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C reaches the terminal's process group
+                break
+        process.communicate()
+    finally:
+        watchdog.cancel()
+    assert process.returncode == 130
+    folder = tmp_path / "sweeps" / "stop"
+    stopped = read_trials(folder)
+    assert [t["state"] for t in stopped] == ["COMPLETE", "FAIL", "WAITING"]
+    assert stopped[2][LR] == "" and (folder / "trial_1" / "lightning_logs" / "version_0").is_dir()
+    run_python(command, tmp_path)
+    after = read_trials(folder)
+    assert [t["state"] for t in after] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert after[2][LR] == stopped[1][LR]  # the queued trial ran the interrupted one's values
+
+
 def test_two_workers_share_one_study_without_running_a_trial_twice(tmp_path):
     sweep = write_sweep(
         tmp_path / "pair.yaml",
