@@ -406,3 +406,28 @@ def test_a_sweep_refuses_trials_that_ddp_would_start_as_more_sweeps(tmp_path, ca
         "linreg-pl: error: sweep: each trial runs in the sweep's own process, on one device; give --trainer.devices 1 "
         "(and run trials side by side with --workers N), or --trainer.strategy ddp_spawn for several devices per trial"
     )
+
+
+@pytest.mark.slow
+def test_the_commands_of_docs_sweeps_md_run(tmp_path):
+    # each `python -m linreg_pl ...` line of the page's first bash block, in order, in a fresh directory that has the
+    # repository's configs/, with small trials: one epoch of 5 steps
+    import re
+    import shlex
+
+    page = (ROOT / "docs" / "sweeps.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", page, re.S).group(1)
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    assert len(commands) == 6 and all(c[:3] == ["python", "-m", "linreg_pl"] for c in commands)
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    small = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5", *TINY[4:]]
+    for command in commands:
+        args = command[3:]
+        if args[0] != "export":
+            args += small if args[0] in ("fit", "sweep") else TINY[4:]
+        run_python(["-m", "linreg_pl", *args], tmp_path)
+    folder = tmp_path / "sweeps" / "sweep"
+    assert len(read_trials(folder)) == 20 and (folder / "best.yaml").is_file()
+    assert (tmp_path / "trial_3.onnx").is_file()
+    assert len(read_trials(tmp_path / "sweeps" / "side-by-side")) == 20
+    assert len(read_trials(tmp_path / "sweeps" / "short")) == 20
