@@ -477,7 +477,9 @@ def _work(study: Any, sweep: Sweep, fit_args: list[str], folder: Path) -> None:
     while True:
         with _lock(folder):
             _fail_interrupted(study)
-            if sum(_counts(t) for t in study.get_trials(deepcopy=False)) >= sweep.run_cap:
+            # queued trials (the values of interrupted ones) are asked first, so they are not yet taken
+            taken = [t for t in study.get_trials(deepcopy=False) if _counts(t) and t.state != TrialState.WAITING]
+            if len(taken) >= sweep.run_cap:
                 return
             trial = study.ask()
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -559,7 +561,7 @@ def write_trials(study: Any, sweep: Sweep, folder: Path) -> None:
         writer.writerow(["number", "state", "value", *keys, "run_dir"])
         for trial in study.get_trials(deepcopy=False):
             value = "" if trial.value is None else repr(trial.value)
-            params = [trial.params.get(key, "") for key in keys]
+            params = [_value(p, trial.params[p.key]) if p.key in trial.params else "" for p in sweep.parameters]
             writer.writerow([trial.number, trial.state.name, value, *params, _run_dir(folder, trial.number)])
     os.replace(handle.name, folder / "trials.csv")
 
@@ -583,7 +585,12 @@ def report(study: Any, sweep: Sweep, config: dict[str, Any], folder: Path) -> No
     for trial in trials:
         value = "" if trial.value is None else f"{trial.value:.6g}"
         rows.append(
-            [str(trial.number), trial.state.name, value, *(_shown(trial.params.get(p.key)) for p in sweep.parameters)]
+            [
+                str(trial.number),
+                trial.state.name,
+                value,
+                *(_shown(_value(p, trial.params.get(p.key))) for p in sweep.parameters),
+            ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -603,6 +610,9 @@ def _shown(value: Any) -> str:
 
 
 def _value(parameter: Parameter, suggested: Any) -> Any:
+    """The value the trial ran with (`log_uniform`: Optuna draws the logarithm)."""
+    if suggested is None:
+        return None
     return math.exp(suggested) if parameter.arguments.get("exp") else suggested
 
 
