@@ -154,11 +154,19 @@ if optuna is not None:
             pass
 
 
+class _Arguments(argparse.ArgumentParser):
+    """argparse, whose errors are the CLI's one line (without the usage above them)."""
+
+    @override
+    def error(self, message: str) -> None:
+        raise ConfigError(f"sweep: {message}")
+
+
 def main(argv: list[str]) -> None:
     """`sweep ...`: run or continue the study, then report it (`--workers N`: in N processes)."""
     if optuna is None:
         raise ConfigError(INSTALL_HINT)
-    parser = argparse.ArgumentParser(
+    parser = _Arguments(
         prog="linreg-pl sweep",
         allow_abbrev=False,  # `--n` must not swallow a fit argument
         description="Search hyperparameters with Optuna; every other argument (--config, overrides) goes to each "

@@ -330,6 +330,13 @@ def test_bad_input_is_one_line(tmp_path, capsys, spec, extra, message):
     assert capsys.readouterr().err.splitlines()[-1] == "linreg-pl: error: " + message.format(sweep=sweep)
 
 
+def test_a_sweep_without_its_file_is_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["sweep", "--config", DEFAULT_CONFIG])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "linreg-pl: error: sweep: the following arguments are required: --sweep\n"
+
+
 def test_without_optuna_the_sweep_says_what_to_install(capsys, monkeypatch):
     monkeypatch.setattr("linreg_pl.sweep.optuna", None)
     with pytest.raises(SystemExit) as stop:
