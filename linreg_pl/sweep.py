@@ -192,7 +192,7 @@ def main(argv: list[str]) -> None:
     study = _open_study(sweep, storage, name, worker, shared=options.storage is not None)
 
     if options.workers == 1:
-        _work(study, sweep, fit_args, folder)
+        _work(study, sweep, fit_args, folder, shared=options.storage is not None)
     else:
         # N processes of this same command, one worker each; they share the study through the storage
         command = [sys.executable, "-m", "linreg_pl", "sweep", *_without_workers(argv)]
@@ -450,17 +450,18 @@ def _counts(trial: Any) -> bool:
     return True
 
 
-def _fail_interrupted(study: Any) -> None:
+def _fail_interrupted(study: Any, trials: list[Any]) -> bool:
     """Mark failed the trials this machine was running in a process that is gone (kill -9, power loss), and queue
-    their values again: the replacement runs the same point."""
-    host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = trial.user_attrs.get("worker", "")
-        owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+    their values again: the replacement runs the same point. Returns whether there were any."""
+    host, found = socket.gethostname(), False
+    for trial in trials:
+        owner_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+        if trial.state != TrialState.RUNNING or owner_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         _fail(study, trial, again=True)
         print(f"trial {trial.number}: interrupted (its process is gone); marked FAIL and queued again", flush=True)
+        found = True
+    return found
 
 
 def _fail(study: Any, trial: Any, again: bool) -> None:
@@ -480,27 +481,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _work(study: Any, sweep: Sweep, fit_args: list[str], folder: Path) -> None:
+def _work(study: Any, sweep: Sweep, fit_args: list[str], folder: Path, shared: bool) -> None:
     """Run trials until run_cap of them count."""
     while True:
         with _lock(folder):
-            _fail_interrupted(study)
+            trials = study.get_trials(deepcopy=False)
+            if _fail_interrupted(study, trials):
+                trials = study.get_trials(deepcopy=False)
             # queued trials (the values of interrupted ones) are asked first, so they are not yet taken
-            taken = [t for t in study.get_trials(deepcopy=False) if _counts(t) and t.state != TrialState.WAITING]
-            if len(taken) >= sweep.run_cap:
+            if sum(_counts(t) and t.state != TrialState.WAITING for t in trials) >= sweep.run_cap:
                 return
             trial = study.ask()
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         # another machine (its own lock) may have asked at the same moment: the trial numbered past run_cap gives way
-        if sum(_counts(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number) >= sweep.run_cap:
+        ahead = study.get_trials(deepcopy=False) if shared else []
+        if sum(_counts(t) for t in ahead if t.number < trial.number) >= sweep.run_cap:
             trial.set_user_attr("surplus", "asked at the same time as another machine's last trial; not run")
             study.tell(trial, state=TrialState.FAIL)
             return
         try:
             _run_trial(study, trial, sweep, fit_args, folder)
         finally:  # also when the sweep stops here (Ctrl-C, a setting refused): the file says how it stopped
-            write_trials(study, sweep, folder)
-        _progress(study, trial.number, sweep)
+            trials = study.get_trials(deepcopy=False)
+            write_trials(trials, sweep, folder)
+        _progress(trials, trial.number, sweep)
 
 
 def _run_trial(study: Any, trial: Any, sweep: Sweep, fit_args: list[str], folder: Path) -> None:
@@ -560,35 +564,36 @@ def _run_dir(folder: Path, number: int) -> str:
     return str(found[0].parent) if found else ""
 
 
-def write_trials(study: Any, sweep: Sweep, folder: Path) -> None:
+def write_trials(trials: list[Any], sweep: Sweep, folder: Path) -> None:
     """trials.csv: one row per trial, written whole to a temporary file and renamed (readers never see half)."""
     keys = [p.key for p in sweep.parameters]
     handle = tempfile.NamedTemporaryFile("w", dir=folder, prefix=".trials-", suffix=".csv", delete=False, newline="")
     with handle:
         writer = csv.writer(handle)
         writer.writerow(["number", "state", "value", *keys, "run_dir"])
-        for trial in study.get_trials(deepcopy=False):
+        for trial in trials:
             value = "" if trial.value is None else repr(trial.value)
             params = [_value(p, trial.params[p.key]) if p.key in trial.params else "" for p in sweep.parameters]
             writer.writerow([trial.number, trial.state.name, value, *params, _run_dir(folder, trial.number)])
     os.replace(handle.name, folder / "trials.csv")
 
 
-def _progress(study: Any, number: int, sweep: Sweep) -> None:
-    trials = study.get_trials(deepcopy=False)
+def _progress(trials: list[Any], number: int, sweep: Sweep) -> None:
     trial = trials[number]
     finished = sum(_counts(t) and t.state.is_finished() for t in trials)
     value = "" if trial.value is None else f" {sweep.metric} {trial.value:.6g}"
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = ""
-    if any(t.state == TrialState.COMPLETE for t in trials):
-        best = f", best {study.best_value:.6g} (trial {study.best_trial.number})"
+    if complete:
+        top = (max if sweep.direction == "maximize" else min)(complete, key=lambda t: t.value)
+        best = f", best {top.value:.6g} (trial {top.number})"
     print(f"trial {number} {trial.state.name}{value}{best} [{finished}/{sweep.run_cap}]", flush=True)
 
 
 def report(study: Any, sweep: Sweep, config: dict[str, Any], folder: Path) -> None:
     """The end of a sweep: trials.csv, the table, best.yaml and the pictures."""
-    write_trials(study, sweep, folder)
     trials = study.get_trials(deepcopy=False)
+    write_trials(trials, sweep, folder)
     rows = [["trial", "state", sweep.metric, *(p.key.rsplit(".", 1)[-1] for p in sweep.parameters)]]
     for trial in trials:
         value = "" if trial.value is None else f"{trial.value:.6g}"
