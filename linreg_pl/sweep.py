@@ -569,7 +569,7 @@ def write_trials(trials: list[Any], sweep: Sweep, folder: Path) -> None:
     keys = [p.key for p in sweep.parameters]
     handle = tempfile.NamedTemporaryFile("w", dir=folder, prefix=".trials-", suffix=".csv", delete=False, newline="")
     with handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["number", "state", "value", *keys, "run_dir"])
         for trial in trials:
             value = "" if trial.value is None else repr(trial.value)

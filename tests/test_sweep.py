@@ -267,6 +267,13 @@ def test_pruning_stops_a_clearly_worse_trial_and_keeps_its_run_directory(tmp_pat
     metrics = list(csv.DictReader(open(run / "metrics.csv")))
     assert [row["epoch"] for row in metrics if row.get("val/loss")] == ["0", "1"]  # stopped after 2 of 3 epochs
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    # its config names the pruning callback, which does nothing outside the sweep: the run validates as any other.
+    # last.ckpt is the first epoch's: pruning ends the second at its validation, before its checkpoint
+    checked = main(
+        ["validate", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    )
+    first, second = [float(row["val/loss"]) for row in metrics if row.get("val/loss")]
+    assert value_of(checked, "val/loss") == pytest.approx(first, rel=1e-6) and second == float(pruned["value"])
 
 
 BAD_INPUT = [
