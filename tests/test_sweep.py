@@ -359,6 +359,10 @@ def test_the_example_sweep_file_parses_against_the_example_config():
     sweep = read_sweep(ROOT / "configs" / "sweep.yaml", config)
     assert [p.path[-1] for p in sweep.parameters] == ["lr", "batch_size", "l2_strength"]
     assert (sweep.method, sweep.metric, sweep.run_cap) == ("bayes", "val/loss", 20)
+    table = _full_config(["--config", DEFAULT_CONFIG, "--config", str(ROOT / "configs" / "csv.yaml")])  # its table
+    assert [p.path for p in read_sweep(ROOT / "configs" / "sweep.yaml", table).parameters] == [
+        p.path for p in sweep.parameters
+    ]
 
 
 @pytest.mark.slow
