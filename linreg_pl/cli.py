@@ -13,6 +13,7 @@ is built are one line and status 2 (a divergence or a failed checkpoint write: 1
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import pydoc
@@ -212,10 +213,8 @@ def _main(args: list[str] | None, debug: bool) -> ProjectCLI | None:
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
     argv = sys.argv[1:] if args is None else args
     try:
-        if argv[:1] == ["export"]:
-            from linreg_pl.export import main as export  # torch.onnx loads only when exporting
-
-            export(argv[1:])
+        if argv[:1] in (["export"], ["sweep"]):  # commands of their own; torch.onnx or optuna load only for them
+            importlib.import_module(f"linreg_pl.{argv[0]}").main(argv[1:])
             return None
         _check_experiment(argv)
         cli = build_cli(args)

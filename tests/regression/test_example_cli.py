@@ -222,7 +222,8 @@ CONFIGS = {
 
 
 def test_every_config_is_checked_below():
-    assert sorted(CONFIGS) == sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
+    # configs/sweep.yaml is a sweep file, not a config of `fit` (tests/test_sweep.py checks it)
+    assert sorted(CONFIGS) == sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if p.name != "sweep.yaml")
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))
