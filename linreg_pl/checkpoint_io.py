@@ -87,7 +87,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 with contextlib.suppress(OSError):  # its directory is gone too
                     os.unlink(temporary)
             raise CheckpointWriteError(str(path), error, self.last_saved) from error
-        _fsync_directory(directory)
+        with contextlib.suppress(OSError):  # the rename itself made durable, where the filesystem opens a directory
+            handle = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            os.fsync(handle)
+            os.close(handle)
         self.last_saved = str(path)
 
     def _write(self, file: IO[bytes], data: memoryview) -> None:
@@ -115,31 +118,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self.last_saved = ""
 
 
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable; best effort, not every filesystem can open a directory."""
-    with contextlib.suppress(OSError):
-        handle = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
-
-
 def remove_stale_temporaries(directory: str | os.PathLike, older_than: float | None = None) -> list[Path]:
     """Delete the temporary files (`.<name>.ckpt.<random>.tmp`) that killed writes left in `directory`, last modified
     before `older_than` (default: when this process imported this module, so another process's write in progress is
     left alone); returns what it deleted."""
     cutoff = _IMPORTED_AT if older_than is None else older_than
     removed = []
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
-        if not _TEMPORARY_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
-            continue
+    for path in Path(directory).glob(".*.ckpt.*.tmp"):
+        regular = _TEMPORARY_NAME.match(path.name) and path.is_file() and not path.is_symlink()
         with contextlib.suppress(FileNotFoundError):  # removed meanwhile
-            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
+            if regular and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
     return removed
