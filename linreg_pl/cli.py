@@ -1,13 +1,7 @@
-"""The command line: LightningCLI's fit, validate, test and predict for any LightningModule and LightningDataModule
-(by class path or config), and `export` (linreg_pl/export.py).
+"""The command line: LightningCLI's fit, validate, test and predict for any LightningModule and LightningDataModule,
+and the `export` and `sweep` commands (their own modules). `linreg_pl/base.yaml` is read before any other config.
 
     python -m linreg_pl fit --config configs/default.yaml
-    python -m linreg_pl test --config configs/default.yaml --ckpt_path last
-
-`linreg_pl/base.yaml` is read before any other config; its callbacks have keys of their own and are added whatever
-`trainer.callbacks` says. A data module lists in `model_arguments` the attributes the model takes as init arguments
-of the same name: the CLI links them. What we check, what the Trainer refuses and what a user's class raises while it
-is built are one line and status 2 (a divergence or a failed checkpoint write: 1); `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -65,8 +59,9 @@ class _ReasonFirstParser(LightningArgumentParser):
 
 
 class ProjectCLI(LightningCLI):
-    """LightningCLI with forced callbacks under keys of their own, links the data module declares, run directories
-    reserved before anything is written, `--ckpt_path last|best` across runs, the checkpoint read once and checked."""
+    """LightningCLI with the callbacks every run gets under keys of their own (added whatever `trainer.callbacks` says),
+    the links a data module declares (`model_arguments`: its attributes the model takes as init arguments of the same
+    name), run directories reserved first, `--ckpt_path last|best` across runs, the checkpoint read once."""
 
     run_directory: str | None = None  # the version directory this process reserved for the run
     checkpoint: dict[str, Any] | None = None  # the checkpoint `ckpt_path` names, read once
@@ -192,7 +187,9 @@ def _check_experiment(argv: list[str]) -> None:
 
 
 def main(args: list[str] | None = None) -> ProjectCLI | None:
-    """Run the CLI on `args` (default: the command line); returns the CLI object (None for `export`)."""
+    """Run the CLI on `args` (default: the command line); returns the CLI object (None for `export` and `sweep`).
+    What we check, what the Trainer refuses and what a user's class raises while built are one line and status 2 (a
+    divergence or a failed checkpoint write: 1); `--debug` shows the traceback."""
     debug = "--debug" in (sys.argv if args is None else args)
     if args is None:
         sys.argv = [arg for arg in sys.argv if arg != "--debug"]
@@ -235,7 +232,6 @@ def _main(args: list[str] | None, debug: bool) -> ProjectCLI | None:
 
 
 def _ours(error: BaseException | None) -> Exception | None:
-    """The project's own error behind `error` (jsonargparse re-raises what an `__init__` raised as its cause)."""
     while error is not None and not isinstance(error, (ConfigError, DivergenceError, CheckpointWriteError)):
         error = error.__cause__
     return error
