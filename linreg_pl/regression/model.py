@@ -215,7 +215,16 @@ class LinearRegression(LightningModule):
 
     @override
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        return self(batch[0])
+        # each row's dot product on its own (elementwise products summed over the features), not `forward`'s
+        # matrix product: a BLAS gemm picks its kernel, and so the rounding of a row, by the batch's shape (MKL
+        # gives ~1 row in 700 a different float32 last bit in batches of 90 than in 512), and a row's prediction
+        # must not depend on the batch it came in (streamed and in-memory predict write the same file)
+        features = self.standardize(batch[0])
+        weight = self.whiten(self.linear.weight)[0]
+        predictions = (features * weight).sum(-1)
+        if self.linear.bias is not None:
+            predictions = predictions + self.linear.bias
+        return self.target.inverse(predictions)
 
     @override
     def configure_optimizers(self) -> Any:

@@ -485,7 +485,10 @@ def test_refine_needs_the_statistics_of_exactly_its_rows_and_improves_a_one_pass
     exact_weight, exact_bias = exact_least_squares(features, targets)
     before = worst_relative_error(*statistics.solve(), exact_weight, exact_bias)
     after = worst_relative_error(*refine(features, targets, *statistics.solve(), statistics), exact_weight, exact_bias)
-    assert after < before / 100
+    # One step ends where float64 gradients (x - x̄)ᵀr leave it, ~u·κ = 1e-16 x 1.1e7 here (2.5e-10 measured), whatever
+    # the one-pass answer was. That one is the LAPACK build's QR: 7.5e-9 with MKL 2024.2 (a 30x improvement), up to
+    # the 1e-7 test_polynomial_features allows elsewhere. So the floor is asserted, and a factor true of both.
+    assert after <= 1e-9 and after < before / 10
 
 
 def test_without_intercept_solve_and_objective_fit_y_equal_x_w():
