@@ -180,6 +180,9 @@ class RegressionDataModule(LightningDataModule):
         self.true_w: Tensor | None = None
         self.true_b: float | None = None
         self.splits: dict[str, Split] = {}
+        # the training split as read (float64 for tables), on the CPU, kept when `setup` converts `splits` to the
+        # training precision and device: the report's least squares and inference are the table's, in any precision
+        self.training_rows: tuple[Tensor, Tensor] | None = None
 
     def load_tensors(self) -> tuple[Tensor, Tensor]:
         """All examples as `(features [n, d], targets [n])`, float32 or float64 (trained on as float32, or as
@@ -236,6 +239,8 @@ class RegressionDataModule(LightningDataModule):
         given = self.load_predict_tensors() if stage == "predict" else None
         if given is None:  # a predict table of its own needs nothing of the training data
             for split, tensors in self._load_splits().items():
+                if split == "train" and self.training_rows is None:
+                    self.training_rows = (tensors[0].cpu(), tensors[1].cpu())
                 self.splits[split] = tuple(_for_training(t, device, dtype) for t in tensors)
         if stage == "predict":
             features, rows = (self.splits["test"][0], self.splits["test"][2]) if given is None else given

@@ -25,6 +25,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 from typing_extensions import override
 
 from linreg_pl.errors import ConfigError
+from linreg_pl.regression.inference import independent_columns
 
 # The layout of LinearRegression's checkpoints, saved in each as `checkpoint[FORMAT_KEY]`:
 #   1 (no key; before the Standardize layers): `net.weight`, `net.bias`, `feature_mean`, `feature_scale`,
@@ -322,16 +323,44 @@ class LinearRegression(LightningModule):
         """The weight [num_inputs] and bias [] (0 without one) that map raw features to targets in original
         units, in float64: folding the layers in float32 would round away what an ill-conditioned design needs."""
         with torch.no_grad():
-            weight = self.linear.weight[0].double()
-            if self.whiten.matrix is not None:
-                weight = self.whiten.matrix.double() @ weight
-            bias = self.linear.bias[0].double() if self.linear.bias is not None else weight.new_zeros(())
-            if self.standardize.mean is not None:
-                weight = weight / self.standardize.scale.double()
-                bias = bias - weight @ self.standardize.mean.double()
+            bias = self.linear.bias[0] if self.linear.bias is not None else None
+            return self._raw_parameters(self.linear.weight[0].double(), None if bias is None else bias.double())
+
+    def nearest_parameters(self, weight: Tensor, bias: Tensor | float) -> tuple[Tensor, Tensor]:
+        """The raw-unit (weight, bias) the model comes closest to holding for the given ones: mapped into its own
+        parameters (`linear`, behind the fixed layers), rounded to their dtype, and mapped back as
+        `learned_parameters` does. In float32 an ill-conditioned table's optimum may be out of reach."""
+        with torch.no_grad():
+            weight = torch.as_tensor(weight, dtype=torch.float64).cpu()
+            bias = torch.as_tensor(bias, dtype=torch.float64).cpu()
             if self.target.mean is not None:
-                scale, mean = self.target.scale.double()[0], self.target.mean.double()[0]
-                weight, bias = weight * scale, bias * scale + mean
+                scale, mean = self.target.scale.double().cpu()[0], self.target.mean.double().cpu()[0]
+                weight, bias = weight / scale, (bias - mean) / scale
+            if self.standardize.mean is not None:
+                bias = bias + weight @ self.standardize.mean.double().cpu()
+                weight = weight * self.standardize.scale.double().cpu()
+            if self.whiten.matrix is not None:
+                matrix = self.whiten.matrix.double().cpu()
+                kept = torch.nonzero(matrix.abs().sum(dim=1) > 0).flatten()  # aliased columns: zero rows and columns
+                held = torch.zeros_like(weight)
+                held[kept] = torch.linalg.solve(matrix[kept][:, kept], weight[kept])
+                weight = held
+            dtype = self.linear.weight.dtype
+            held_bias = bias.to(dtype).double() if self.linear.bias is not None else None
+            return self._raw_parameters(weight.to(dtype).double(), held_bias)
+
+    def _raw_parameters(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+        """`linear`'s weight [d] and bias [] (None without one), float64, through the fixed layers to raw units."""
+        device = weight.device
+        if self.whiten.matrix is not None:
+            weight = self.whiten.matrix.double().to(device) @ weight
+        bias = bias if bias is not None else weight.new_zeros(())
+        if self.standardize.mean is not None:
+            weight = weight / self.standardize.scale.double().to(device)
+            bias = bias - weight @ self.standardize.mean.double().to(device)
+        if self.target.mean is not None:
+            scale, mean = self.target.scale.double().to(device)[0], self.target.mean.double().to(device)[0]
+            weight, bias = weight * scale, bias * scale + mean
         return weight.detach().cpu(), bias.detach().cpu()
 
     def _standardized_predictions(self, features: Tensor) -> Tensor:
@@ -396,13 +425,25 @@ def standardized_factor(statistics: dict[str, Any], intercept: bool) -> tuple[Te
 
 def whitening(statistics: dict[str, Any], intercept: bool, l2: float = 0.0) -> Tensor:
     """`Whiten`'s matrix M = T⁻¹ [d, d] in float64, T the triangular factor of XᵀX + (l2 + damping)·I (X from
-    `standardized_factor`): the loss in v = T·w has the identity as its curvature (up to the damping)."""
+    `standardized_factor`): the loss in v = T·w has the identity as its curvature (up to the damping).
+
+    Without a ridge term, aliased columns (combinations of the columns before them, to `ALIAS_TOLERANCE`, as R's
+    `lm` finds them; more columns than rows leave the last ones aliased) are left out of T and their rows and
+    columns of M are 0: the model trains on the identifiable columns and an aliased column's weight is exactly 0
+    (R's choice, which the report's optimum makes too), where a damped inverse would let it grow to ~1e7."""
     design, _ = standardized_factor(statistics, intercept)
     size = design.shape[1]
-    identity = torch.eye(size, dtype=torch.float64)
-    stacked = torch.cat([design, math.sqrt(l2 + _DAMPING) * identity])
+    kept = list(range(size))
+    if l2 == 0:  # aliased columns (R's rule, `independent_columns`) get weight 0: M's rows and columns for them are 0
+        kept = independent_columns(torch.linalg.qr(design, mode="r").R)
+    identity = torch.eye(len(kept), dtype=torch.float64)
+    stacked = torch.cat([design[:, kept], math.sqrt(l2 + _DAMPING) * identity])
     factor = torch.linalg.qr(stacked, mode="r").R
-    return torch.linalg.solve_triangular(factor, identity, upper=True)
+    matrix = torch.zeros(size, size, dtype=torch.float64)
+    matrix[torch.tensor(kept).unsqueeze(-1), torch.tensor(kept)] = torch.linalg.solve_triangular(
+        factor, identity, upper=True
+    )
+    return matrix
 
 
 def migrate_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
