@@ -193,6 +193,11 @@ class RegressionDataModule(LightningDataModule):
         """Features to predict on and their row numbers; None means the test split."""
         return None
 
+    def load_scoring_tensors(self) -> Split | None:
+        """A labelled table of its own that validate and test score, `(features, targets, row numbers)`; None
+        means the val and test splits."""
+        return None
+
     def split_sizes(self, num_examples: int) -> tuple[int, int, int]:
         """(train, val, test) sizes; training keeps at least one example (a split smaller than `batch_size` is
         one batch, as a `DataLoader` without `drop_last` gives it: configs/csv.yaml's batch suits large tables
@@ -236,8 +241,12 @@ class RegressionDataModule(LightningDataModule):
         # In-memory data live on the GPU once, not copied there batch by batch.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         dtype = training_dtype(self.trainer)
-        given = self.load_predict_tensors() if stage == "predict" else None
-        if given is None:  # a predict table of its own needs nothing of the training data
+        given = None
+        if stage == "predict":
+            given = self.load_predict_tensors()
+        elif stage in ("validate", "test"):
+            given = self.load_scoring_tensors()
+        if given is None:  # a predict or scoring table of its own needs nothing of the training data
             for split, tensors in self._load_splits().items():
                 if split == "train" and self.training_rows is None:
                     self.training_rows = (tensors[0].cpu(), tensors[1].cpu())
@@ -245,6 +254,10 @@ class RegressionDataModule(LightningDataModule):
         if stage == "predict":
             features, rows = (self.splits["test"][0], self.splits["test"][2]) if given is None else given
             self.splits["predict"] = (_for_training(features, device, dtype), rows.to(device))
+        elif given is not None:  # validate and test score every usable row of their own table
+            self.splits["val" if stage == "validate" else "test"] = tuple(
+                _for_training(t, device, dtype) for t in given
+            )
 
     def _loader(self, split: str, shuffle: bool = False, even_shards: bool = False) -> TensorBatchLoader:
         """Batches of one split: `(features, targets)`, or `(features, row numbers)` to predict."""
@@ -357,6 +370,10 @@ class TableRegressionDataModule(RegressionDataModule):
         features: names of the feature columns; None means every column but `target`.
         predict_path: a table of raw features to predict on (the target column, if present, is ignored);
             None predicts on the test split of `path`.
+        test_path: a labelled table (the feature columns and `target`) that `validate` and `test` score on all
+            its rows (MSE, MAE, R²), read with the model's columns and levels alone, never `path`; rows with a
+            missing value or a level training did not see are left out, and one line counts them. None scores
+            the val and test splits of `path`. `fit` validates on the val split of `path` either way.
         batch_size: examples per batch.
         val_fraction: share of the rows held out for validation, in [0, 1).
         test_fraction: share of the rows held out for test, in [0, 1).
@@ -374,6 +391,7 @@ class TableRegressionDataModule(RegressionDataModule):
         target: str,
         features: list[str] | None = None,
         predict_path: str | None = None,
+        test_path: str | None = None,
         batch_size: int = 32,
         val_fraction: float = 0.0,
         test_fraction: float = 0.0,
@@ -388,6 +406,7 @@ class TableRegressionDataModule(RegressionDataModule):
         self.path = path
         self.target = target
         self.predict_path = predict_path
+        self.test_path = test_path
         self.features = features
         self.missing = missing
         self._encoding: Encoding | None = None
@@ -479,6 +498,31 @@ class TableRegressionDataModule(RegressionDataModule):
         features[torch.from_numpy(unusable)] = float("nan")  # the model's prediction is NaN: an empty cell
         report_unpredictable(self.predict_path, encoded, unusable)
         return features, torch.arange(len(features))
+
+    @override
+    def load_scoring_tensors(self) -> Split | None:
+        if self.test_path is None:
+            return None
+        encoding = self._model_encoding() or self.encoding
+        table = read_arrow(self.test_path, [*encoding, self.target])
+        encoded = encode(table, encoding, self.test_path)
+        targets = target_values(table, self.target, self.test_path)
+        missing = {**encoded.missing, self.target: np.isnan(targets)}
+        unusable = encoded.unusable() | missing[self.target]
+        if unusable.any():
+            reasons = []
+            if counts := column_counts(missing):
+                reasons.append(f"a missing value ({describe(counts)})")
+            if counts := column_counts(encoded.unseen):
+                reasons.append(f"a level not seen in training ({describe(counts)})")
+            print(
+                f"{self.test_path}: left out {int(unusable.sum())} of {len(unusable)} rows: {'; '.join(reasons)}",
+                flush=True,
+            )
+        rows = np.flatnonzero(~unusable)
+        if not len(rows):
+            raise ConfigError(f"{self.test_path}: no row can be scored: each misses a value or has an unseen level")
+        return torch.from_numpy(encoded.features[rows]), torch.from_numpy(targets[rows]), torch.from_numpy(rows)
 
 
 def model_encoding(trainer: Any) -> Encoding | None:
