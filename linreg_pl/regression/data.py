@@ -420,8 +420,14 @@ class TableRegressionDataModule(RegressionDataModule):
 
     @property
     def standardization(self) -> dict[str, list[float]] | None:
-        """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
+        """Statistics of the training split for `LinearRegression(standardization=...)`. Not standardising, the
+        design's factor alone: the model does not whiten with it, but finishes an averaged lasso with it (its
+        `_lasso_step`), so that the checkpoint's weights are exactly sparse in raw units too."""
         self.encoding  # noqa: B018 (from a checkpoint, an AttributeError: the link is left alone)
+        if not self.standardize:
+            statistics = NormalEquations()
+            statistics.update(*self._load_splits()["train"][:2])
+            return {"factor": statistics.standardization()["factor"]}
         return super().standardization
 
     @property

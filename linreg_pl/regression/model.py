@@ -126,7 +126,8 @@ class LinearRegression(LightningModule):
         scheduler: an optional learning-rate scheduler, by class path; stepped once per epoch.
         standardization: training-split statistics `{"feature_mean": [...], "feature_scale": [...],
             "target_mean": [m], "target_scale": [s]}` (the CLI links them from the data module), or None
-            to train on raw values. With them the model still takes raw features and predicts in the
+            to train on raw values; a table's `factor` (the QR factor of its design) with them preconditions SGD,
+            and alone (a table not standardised) only finishes an averaged lasso (`_lasso_step`). With them the model still takes raw features and predicts in the
             target's original units: `Standardize` layers are part of the network and of its checkpoint.
         feature_names: the name of each input column, in input order (the CLI links them from a table's
             data module), or None; kept in the checkpoint so an exported model says what it takes.
@@ -192,7 +193,11 @@ class LinearRegression(LightningModule):
             means[key] = mean if mean is None or intercept else [0.0] * len(mean)
         self.standardize = Standardize(means["feature_mean"], statistics.get("feature_scale"), dtype)
         matrix = None
-        if statistics.get("factor") is not None and not self.l1_strength:
+        if (
+            statistics.get("factor") is not None
+            and statistics.get("feature_scale") is not None
+            and not self.l1_strength
+        ):
             matrix = whitening(statistics, intercept, self.l2_strength).to(dtype)
         self.whiten = Whiten(matrix)
         self.target = Standardize(means["target_mean"], statistics.get("target_scale"), dtype)
@@ -418,8 +423,9 @@ def standardized_factor(statistics: dict[str, Any], intercept: bool) -> tuple[Te
     factor = torch.tensor(statistics["factor"], dtype=torch.float64)
     root_count = factor[0, 0].abs()
     block = factor[1:, 1:] if intercept else torch.linalg.qr(factor[:, 1:], mode="r").R
-    scale = torch.tensor(statistics["feature_scale"], dtype=torch.float64)
-    target_scale = float(statistics["target_scale"][0])
+    # not standardised (only the factor given): raw units
+    scale = torch.tensor(statistics.get("feature_scale") or [1.0] * (factor.shape[1] - 2), dtype=torch.float64)
+    target_scale = float((statistics.get("target_scale") or [1.0])[0])
     return block[:, :-1] / (scale * root_count), block[:, -1] / (target_scale * root_count)
 
 
