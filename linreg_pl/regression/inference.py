@@ -27,9 +27,11 @@ from torch import Tensor
 from linreg_pl.regression.closed_form import ROWS_AT_ONCE, NormalEquations, refine
 
 # A column is aliased when the part of it that the columns before it (and the intercept) do not explain has a norm
-# below this fraction of its own (centred, or without intercept raw) norm: R's lm.fit uses the same test and value
-# (its `tol = 1e-07`, LINPACK's dqrdc2 with limited pivoting), so both name the same columns.
-ALIAS_TOLERANCE = 1e-7
+# below this fraction of its own (centred, or without intercept raw) norm: R's lm.fit makes the same test in the
+# same column order (LINPACK's dqrdc2 with limited pivoting) with `tol = 1e-07`, which declares NIST Filip's x¹⁰
+# aliased (its part left is 6e-8): this one keeps every column float64 can tell from the others (an exact
+# combination, rounded in float64, leaves ~1e-16 to 1e-13), and the whitened SGD trains such designs.
+ALIAS_TOLERANCE = 1e-10
 # A row whose leverage is within this of 1 alone determines a direction of the coefficients: HC3 divides its
 # residual, 0 to rounding, by 1 - h, 0 to rounding, so the coefficients it moves get no HC3 error.
 _LEVERAGE_ONE = 1e-10

@@ -37,9 +37,8 @@ from linreg_pl.regression.inference import independent_columns
 # A new layout adds a number and a step in `migrate_checkpoint`.
 FORMAT_KEY = "linreg_pl_format"
 FORMAT = 3
-# The preconditioner is that of the ridge problem with l2 + this (on the standardised weight): exactly collinear
-# columns (a zero singular value) get a finite, large step instead of an infinite one. It changes the steps'
-# shape only, never the objective.
+# With a ridge term, the preconditioner is that of the ridge problem with l2 + this (on the standardised weight). It
+# changes the steps' shape only, never the objective. Without one, aliased columns are left out instead.
 _DAMPING = 1e-14
 
 
@@ -127,8 +126,9 @@ class LinearRegression(LightningModule):
         standardization: training-split statistics `{"feature_mean": [...], "feature_scale": [...],
             "target_mean": [m], "target_scale": [s]}` (the CLI links them from the data module), or None
             to train on raw values; a table's `factor` (the QR factor of its design) with them preconditions SGD,
-            and alone (a table not standardised) only finishes an averaged lasso (`_lasso_step`). With them the model still takes raw features and predicts in the
-            target's original units: `Standardize` layers are part of the network and of its checkpoint.
+            and alone (a table not standardised) only finishes an averaged lasso (`_lasso_step`). With them the
+            model still takes raw features and predicts in the target's original units: `Standardize` layers
+            are part of the network and of its checkpoint.
         feature_names: the name of each input column, in input order (the CLI links them from a table's
             data module), or None; kept in the checkpoint so an exported model says what it takes.
         encoding: each table column, in input order, with its levels (a text column: indicator columns for
@@ -443,7 +443,10 @@ def whitening(statistics: dict[str, Any], intercept: bool, l2: float = 0.0) -> T
     if l2 == 0:  # aliased columns (R's rule, `independent_columns`) get weight 0: M's rows and columns for them are 0
         kept = independent_columns(torch.linalg.qr(design, mode="r").R)
     identity = torch.eye(len(kept), dtype=torch.float64)
-    stacked = torch.cat([design[:, kept], math.sqrt(l2 + _DAMPING) * identity])
+    # without a ridge term the kept columns are independent (each keeps at least ALIAS_TOLERANCE of its norm): T is
+    # invertible as it is, and a damping would leave the directions of curvature below it unwhitened (Filip's
+    # smallest is ~1e-19: SGD stopped at 1.69 x the optimum)
+    stacked = torch.cat([design[:, kept], math.sqrt(l2 + _DAMPING) * identity]) if l2 > 0 else design[:, kept]
     factor = torch.linalg.qr(stacked, mode="r").R
     matrix = torch.zeros(size, size, dtype=torch.float64)
     matrix[torch.tensor(kept).unsqueeze(-1), torch.tensor(kept)] = torch.linalg.solve_triangular(
