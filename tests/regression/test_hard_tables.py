@@ -49,3 +49,34 @@ def test_a_filip_like_polynomial_lands_on_the_optimum_in_64_true(isolated, capsy
     assert result["condition_number"] > 1e9
     assert result["objective_ratio"] <= 1.01
     assert not bool(result["ols"].aliased.any())  # R's lm (tol 1e-7) would call x10 aliased here
+
+
+def diamonds_like(n: int = 20000, seed: int = 0) -> list[list]:
+    """carat, three text columns (cut, color, clarity), depth, table and x, y, z: x, y, z almost collinear with
+    each other and with carat's cube root, the price a multiplicative function of carat and the grades."""
+    rng = np.random.default_rng(seed)
+    carat = np.round(np.exp(rng.normal(-0.4, 0.55, n)).clip(0.2, 5), 2)
+    size = 6.45 * carat ** (1 / 3)
+    x, y = (np.round(size + rng.normal(0, 0.03, n), 2) for _ in range(2))
+    z = np.round(0.618 * size + rng.normal(0, 0.02, n), 2)
+    depth = np.round(100 * z / ((x + y) / 2) + rng.normal(0, 0.3, n), 1)
+    table = np.round(rng.normal(57, 2.2, n), 0)
+    cut = rng.choice(5, n, p=[0.03, 0.09, 0.22, 0.26, 0.40])
+    color, clarity = rng.choice(7, n), rng.choice(8, n, p=[0.01, 0.17, 0.24, 0.23, 0.15, 0.09, 0.07, 0.04])
+    noise = rng.normal(0, 0.15, n)
+    price = np.round(np.exp(8.5 + 1.7 * np.log(carat) + 0.04 * cut - 0.07 * color + 0.09 * clarity + noise), 0)
+    cuts = ["Fair", "Good", "Very Good", "Premium", "Ideal"]
+    clarities = ["I1", "SI2", "SI1", "VS2", "VS1", "VVS2", "VVS1", "IF"]
+    columns = zip(carat, cut, color, clarity, depth, table, price, x, y, z, strict=True)
+    return [[c, cuts[k], "DEFGHIJ"[o], clarities[q], d, t, p, u, v, w] for c, k, o, q, d, t, p, u, v, w in columns]
+
+
+@pytest.mark.slow
+def test_a_diamonds_like_table_lands_within_half_a_percent_with_the_readme_command(isolated, capsys):
+    header = ["carat", "cut", "color", "clarity", "depth", "table", "y", "x", "width", "height"]
+    write_csv(isolated / "t.csv", header, diamonds_like())
+    cli = run_cli("fit", *TABLE)
+    result = report_of(cli)
+    assert cli.model.hparams.feature_names[:5] == ["carat", "cut=Good", "cut=Ideal", "cut=Premium", "cut=Very Good"]
+    assert result["objective_ratio"] <= 1.005
+    assert "hint" not in capsys.readouterr().out
