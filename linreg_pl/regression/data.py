@@ -36,6 +36,7 @@ from linreg_pl.regression.encoding import (
     target_values,
     texts,
 )
+from linreg_pl.regression.inference import largest_leverage
 from linreg_pl.regression.tables import column_names, read_arrow, read_table
 
 Split = tuple[Tensor, ...]
@@ -218,8 +219,11 @@ class RegressionDataModule(LightningDataModule):
         if not self.standardize:
             return None
         statistics = NormalEquations()
-        statistics.update(*self._load_splits()["train"][:2])
-        return statistics.standardization()
+        features, targets = self._load_splits()["train"][:2]
+        statistics.update(features, targets)
+        # the model keeps SGD's steps stable along the direction of the row of largest leverage (see its
+        # `_step_scale`): a second pass, over the rows in memory
+        return {**statistics.standardization(), "largest_leverage": [largest_leverage(statistics, features)]}
 
     def split_rows(self, num_examples: int) -> dict[str, Tensor]:
         """Each split's rows, chosen by a permutation seeded with `seed`, ascending."""

@@ -110,6 +110,25 @@ def independent_columns(factor: Tensor) -> list[int]:
     return kept
 
 
+def largest_leverage(statistics: NormalEquations, features: Tensor) -> float:
+    """The largest leverage of a row of `features` (the rows `statistics` holds) in the centred design, without the
+    intercept's 1/n: max ||T⁻ᵀ(xᵢ - x̄)||², T the factor of the identifiable centred columns. A row of leverage h
+    alone gives a minibatch of B rows a curvature of n·h/B along its direction in the whitened problem."""
+    aliased = aliased_columns(statistics)
+    kept = torch.nonzero(~aliased).flatten()
+    if not len(kept):
+        return 0.0
+    mean, scale = statistics.feature_mean[kept], statistics.feature_std[kept]
+    inverse = torch.linalg.solve_triangular(
+        statistics.factor_of(kept.tolist())[:-1, :-1] / scale, torch.eye(len(kept), dtype=torch.float64), upper=True
+    )
+    largest = 0.0
+    for start in range(0, len(features), ROWS_AT_ONCE):
+        x = features[start : start + ROWS_AT_ONCE, kept].to("cpu", torch.float64)
+        largest = max(largest, float(((((x - mean) / scale) @ inverse) ** 2).sum(dim=1).max()))
+    return largest
+
+
 def ordinary_least_squares(
     statistics: NormalEquations,
     rows: tuple[Tensor, Tensor] | None = None,

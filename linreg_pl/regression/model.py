@@ -373,6 +373,22 @@ class LinearRegression(LightningModule):
             return self.linear(self.standardize(features)).squeeze(-1)
         return F.linear(self.standardize(features), self.whiten(self.linear.weight), self.linear.bias).squeeze(-1)
 
+    def _step_scale(self, rows: int) -> float:
+        """1, or less where one training row would make the optimiser's steps overshoot. Whitened, the problem's
+        curvature is 1 on average, but a batch of B rows that holds a row of leverage h has a curvature of 2·n·h/B
+        along that row's direction, and steps of lr above B/(n·h) grow along it (one mistyped row of leverage 0.85
+        among 43,000, lr 0.1, batch 512: 14-fold, the run ended 300 times above the optimum). The loss is scaled
+        so that lr·scale <= B/(2·n·h): by the same factor in every batch of a size at a given lr, an lr schedule
+        of its own, so the optimum SGD approaches is unchanged. The largest leverage comes with the statistics
+        of a table in memory (`largest_leverage`)."""
+        statistics = self._statistics or {}
+        leverage = (statistics.get("largest_leverage") or [0.0])[0]
+        if not leverage or self.whiten.matrix is None or self.linear.bias is None or self._trainer is None:
+            return 1.0
+        count = float(statistics["factor"][0][0]) ** 2  # R's first entry is √n
+        lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        return min(1.0, rows / (2 * count * leverage * lr)) if lr > 0 else 1.0
+
     def _finishes_lasso(self) -> bool:
         statistics = self._statistics or {}
         averaged = any(isinstance(c, WeightAveraging) for c in self.trainer.callbacks)
@@ -405,8 +421,9 @@ class LinearRegression(LightningModule):
             self._train_loss_sum.add_(loss.detach(), alpha=len(targets))
             self._train_examples += len(targets)
             if self.l2_strength:  # with 0, the graph is the MSE's alone: the seed run's bits
-                return loss + self.l2_strength * self.whiten(self.linear.weight).pow(2).sum()
-            return loss
+                loss = loss + self.l2_strength * self.whiten(self.linear.weight).pow(2).sum()
+            scale = self._step_scale(len(targets))
+            return loss if scale == 1.0 else loss * scale
         # An epoch mean weighted by batch size, synced across processes once, at the end of the epoch;
         # the metrics compare predictions and targets in the target's original units.
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(targets), sync_dist=True)

@@ -80,3 +80,30 @@ def test_a_diamonds_like_table_lands_within_half_a_percent_with_the_readme_comma
     assert cli.model.hparams.feature_names[:5] == ["carat", "cut=Good", "cut=Ideal", "cut=Premium", "cut=Very Good"]
     assert result["objective_ratio"] <= 1.005
     assert "hint" not in capsys.readouterr().out
+
+
+def wild_rows_table(path) -> None:
+    """A 5,000-row diamonds-like table with what ggplot2's diamonds has: rows with x, y and z 0 (not measured) and a y
+    typed 10x too large, whose leverage is ~0.85: with batches of 64 it gives a batch holding it a curvature of
+    n·h/B ~ 60 along its direction in the whitened problem."""
+    rows = diamonds_like(n=5000)
+    for i in range(0, 5000, 500):
+        rows[i][7:10] = [0.0, 0.0, 0.0]
+    rows[1234][8] = 58.9
+    write_csv(path, ["carat", "cut", "color", "clarity", "depth", "table", "y", "x", "width", "height"], rows)
+
+
+def test_a_row_of_high_leverage_no_longer_throws_sgd_off_the_optimum(isolated):
+    wild_rows_table(isolated / "t.csv")
+    cli = run_cli("fit", *TABLE, "--data.batch_size", "64")
+    assert cli.model.hparams.standardization["largest_leverage"][0] > 0.5
+    assert report_of(cli)["objective_ratio"] <= 1.005
+
+
+@pytest.mark.slow
+def test_without_the_leverage_aware_step_the_same_table_diverges(isolated, monkeypatch):
+    wild_rows_table(isolated / "t.csv")
+    monkeypatch.setattr("linreg_pl.regression.model.LinearRegression._step_scale", lambda self, rows: 1.0)
+    with pytest.raises(SystemExit) as exit_info:  # the divergence guard's exit status
+        run_cli("fit", *TABLE, "--data.batch_size", "64")
+    assert exit_info.value.code == 1
