@@ -68,3 +68,26 @@ def test_a_held_out_file_with_no_usable_row_is_a_one_line_error(isolated, capsys
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "linreg-pl: error: holdout.csv: no row can be scored: each misses a value or has an unseen level"
     )
+
+
+@pytest.mark.parametrize("subcommand, stage", [("test", "test"), ("validate", "val")])
+def test_a_streamed_held_out_file_scores_what_the_in_memory_one_does(subcommand, stage, isolated, capsys):
+    table = houses(90)
+    write_csv(isolated / "train.csv", HEADER, table[:60])
+    run_cli("fit", *TABLE, *QUICK, "--data.path", "train.csv")
+    ckpt = str(version_dir(isolated) / "checkpoints" / "last.ckpt")
+    (isolated / "train.csv").unlink()
+    unusable = [(100.0, 2, "", "Bergen", 2000.0), (100.0, 2, 10.0, "Dublin", 2000.0), (100.0, 2, 10.0, "Cork", "")]
+    write_csv(isolated / "holdout.csv", HEADER, [*table[60:70], *unusable, *table[70:]])
+    scores = {}
+    stream = ["--config", str(ROOT / "configs" / "table-stream.yaml"), "--data.target", "price"]
+    for name, config in (("memory", TABLE), ("stream", [*stream, "--data.chunk_bytes", "300"])):
+        args = ["--data.path", "train.csv", "--ckpt_path", ckpt, "--data.test_path", "holdout.csv"]
+        capsys.readouterr()
+        cli = run_cli(subcommand, *config, *args)
+        assert "holdout.csv: left out 3 of 33 rows: a missing value (age: 1, price: 1); a level not seen in " in (
+            capsys.readouterr().out
+        )
+        scores[name] = {k: float(cli.trainer.callback_metrics[f"{stage}/{k}"]) for k in ("mse", "mae", "r2")}
+    for key, value in scores["memory"].items():
+        assert scores["stream"][key] == pytest.approx(value, rel=1e-5), key
