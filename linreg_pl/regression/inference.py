@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -134,12 +135,14 @@ def ordinary_least_squares(
     rows: tuple[Tensor, Tensor] | None = None,
     intercept: bool = True,
     level: float = 0.95,
+    blocks: Callable[[], Iterable[tuple[Tensor, Tensor]]] | None = None,
 ) -> OrdinaryLeastSquares:
     """The least squares of the rows `statistics` holds, with its inference.
 
     `rows`, the same rows (features [n, d], targets [n]) in memory, are passed over twice more: to refine the
-    estimate (as `least_squares` does) and for each row's leverage and residual (HC3); without them the estimate
-    is the one-pass solution from the factor and HC3 is left empty. `level`: the confidence intervals' coverage.
+    estimate (as `least_squares` does) and for each row's leverage and residual (HC3). Without them the estimate
+    is the one-pass solution from the factor, and HC3 takes a pass over `blocks()` (the same rows, block by
+    block: a streamed table's) or is left empty. `level`: the confidence intervals' coverage.
     """
     n = statistics.count
     d = len(statistics.feature_mean)
@@ -184,10 +187,11 @@ def ordinary_least_squares(
     if df > 0:
         sigma = math.sqrt(residual_squares / df)
         std_error[positions] = sigma * torch.linalg.vector_norm(mapping, dim=1)
-        if rows is not None:
-            std_error_hc3[positions] = _hc3(statistics, rows, weight, bias, kept, mean, scale, inverse, mapping)
+        if rows is not None or blocks is not None:
+            passed = _slices(*rows) if rows is not None else blocks()
+            std_error_hc3[positions] = _hc3(statistics, passed, weight, bias, kept, mean, scale, inverse, mapping)
         else:
-            notes.append("std_error_hc3 needs a second pass over the rows in memory: empty for streamed tables")
+            notes.append("std_error_hc3 needs a second pass over the training rows: none was given")
     else:
         sigma = math.nan
         notes.append(f"no inference: {n} rows leave no residual degrees of freedom for {parameters} parameters")
@@ -267,9 +271,14 @@ def _summary(
     }
 
 
+def _slices(features: Tensor, targets: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    for start in range(0, len(features), ROWS_AT_ONCE):
+        yield features[start : start + ROWS_AT_ONCE], targets.reshape(-1)[start : start + ROWS_AT_ONCE]
+
+
 def _hc3(
     statistics: NormalEquations,
-    rows: tuple[Tensor, Tensor],
+    blocks: Iterable[tuple[Tensor, Tensor]],
     weight: Tensor,
     bias: Tensor,
     kept: Tensor,
@@ -286,10 +295,8 @@ def _hc3(
     meat = torch.zeros(len(mapping), len(mapping), dtype=torch.float64)
     undefined = torch.zeros(len(mapping), dtype=torch.bool)
     spread = torch.linalg.vector_norm(mapping, dim=1)
-    features, targets = rows
-    for start in range(0, len(features), ROWS_AT_ONCE):
-        x = features[start : start + ROWS_AT_ONCE].to("cpu", torch.float64)
-        y = targets.reshape(-1)[start : start + ROWS_AT_ONCE].to("cpu", torch.float64)
+    for features, targets in blocks:
+        x, y = features.to("cpu", torch.float64), targets.reshape(-1).to("cpu", torch.float64)
         whitened = ((x[:, kept] - mean) / scale) @ inverse
         if intercept:
             whitened = torch.cat([torch.full((len(x), 1), 1 / math.sqrt(n), dtype=torch.float64), whitened], dim=1)

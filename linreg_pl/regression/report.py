@@ -158,7 +158,9 @@ class ParameterReport(Callback):
                 # R's choice for aliased columns (weight 0, reported empty); with the rows in memory, a second
                 # pass makes the estimate exact to ~10 digits, not ~7, on designs as ill-conditioned as
                 # polynomial columns up to x^10, and a third gives each row's leverage (HC3)
-                fit = ordinary_least_squares(statistics, rows, penalties["intercept"])
+                # streamed: HC3's pass over the training rows, once (on the process that writes the files)
+                blocks = getattr(datamodule, "training_blocks", None) if trainer.is_global_zero else None
+                fit = ordinary_least_squares(statistics, rows, penalties["intercept"], blocks=blocks)
                 closed_w, closed_b = fit.weight.nan_to_num(0.0), fit.bias
                 self.result.update(ols=fit, notes=fit.notes)
             optimum = statistics.objective(closed_w, closed_b, **penalties)

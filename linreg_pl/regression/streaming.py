@@ -732,6 +732,14 @@ class TableStreamDataModule(LightningDataModule):
             self._normal_equations, self._kept_rows = statistics, kept
         return self._normal_equations
 
+    def training_blocks(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The training split's usable rows, chunk by chunk, as read (float64): another pass over them, for the
+        report's HC3 errors (each row's leverage and residual)."""
+        chunks = self._split_chunks("train", unusable=self.missing, row_counts=None)
+        for index in chunks.chunks:
+            features, targets, usable, _ = chunks.encoded(index)
+            yield torch.from_numpy(features[usable]), torch.from_numpy(targets[usable])
+
     @property
     def standardization(self) -> dict[str, list] | None:
         """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
