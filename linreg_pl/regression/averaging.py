@@ -9,6 +9,7 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
+from torch.optim.swa_utils import AveragedModel
 from typing_extensions import override
 
 from linreg_pl.errors import ConfigError
@@ -39,6 +40,39 @@ class TailWeightAveraging(WeightAveraging):
         super().__init__()
         self.start_fraction = start_fraction
         self._start_step = 0
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Lightning copies the model here, before the precision plugin converts it: under 64-true the copy would
+        # stay float32, and every swap with it (validation, checkpoints) would round the live model's weights and
+        # fixed layers to float32 (on an ill-conditioned table, enough to make SGD diverge)
+        super().setup(trainer, pl_module, stage)
+        if self._average_model is not None and str(trainer.precision).startswith("64"):
+            self._average_model.double()
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The model's fixed layers (statistics, whitening) are built again after the copy: in its own `setup`, in
+        # the precision it trains in, and by a checkpoint of an earlier layout (`on_load_checkpoint`). The average
+        # takes them as they are (they are not trained, so not averaged); when a layer came or went, the model is
+        # copied again, keeping the averaged parameters.
+        if self._average_model is None:
+            return
+        average = self._average_model.module
+        shapes = {name: buffer.shape for name, buffer in pl_module.named_buffers()}
+        if shapes == {name: buffer.shape for name, buffer in average.named_buffers()}:
+            for kept, current in zip(average.buffers(), pl_module.buffers(), strict=True):
+                kept.data.copy_(current.data)
+            return
+        parameters = [parameter.detach().clone() for parameter in average.parameters()]
+        averaged = self._average_model.n_averaged.clone()
+        device = self._device or pl_module.device
+        self._average_model = AveragedModel(
+            model=pl_module, device=device, use_buffers=self._use_buffers, **self._kwargs
+        )
+        for new, old in zip(self._average_model.module.parameters(), parameters, strict=True):
+            new.data.copy_(old)
+        self._average_model.n_averaged.copy_(averaged)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

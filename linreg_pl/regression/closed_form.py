@@ -293,6 +293,20 @@ class NormalEquations:
             error, weight = error / float(self.target_std) ** 2, weight * self.feature_std / self.target_std
         return error + l2 * float(weight @ weight) + l1 * float(weight.abs().sum())
 
+    def factor_of(self, columns: list[int], intercept: bool = True) -> Tensor:
+        """The upper-triangular factor [k + 1, k + 1] of the feature columns `columns` (in that order) and the
+        target: of the centred [x, y] with an intercept (the ones column eliminated first), of the raw [x, y]
+        without. Its last column's last entry is the residual norm of y on those columns, its top-left block T
+        has TᵀT = the columns' (centred) Gram matrix. From R alone, by a QR of the columns wanted."""
+        self._joint_mean()
+        if not bool(torch.isfinite(self._factor).all()):
+            raise ValueError("NormalEquations: the data contain NaN or infinite values")
+        picked = [*([0] if intercept else []), *(1 + c for c in columns), len(self._mean)]  # y: R's last column
+        factor = torch.linalg.qr(self._factor[:, picked], mode="r").R
+        if len(factor) < len(picked):  # fewer rows than columns seen: the missing rows of R are zeros
+            factor = torch.cat([factor, torch.zeros(len(picked) - len(factor), len(picked), dtype=torch.float64)])
+        return factor[1:, 1:] if intercept else factor
+
     def _joint_mean(self) -> Tensor:
         if self._mean is None:
             raise ValueError("NormalEquations: no rows yet; call update(features, targets) first")

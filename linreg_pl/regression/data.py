@@ -36,6 +36,7 @@ from linreg_pl.regression.encoding import (
     target_values,
     texts,
 )
+from linreg_pl.regression.inference import largest_leverage
 from linreg_pl.regression.tables import column_names, read_arrow, read_table
 
 Split = tuple[Tensor, ...]
@@ -180,6 +181,9 @@ class RegressionDataModule(LightningDataModule):
         self.true_w: Tensor | None = None
         self.true_b: float | None = None
         self.splits: dict[str, Split] = {}
+        # the training split as read (float64 for tables), on the CPU, kept when `setup` converts `splits` to the
+        # training precision and device: the report's least squares and inference are the table's, in any precision
+        self.training_rows: tuple[Tensor, Tensor] | None = None
 
     def load_tensors(self) -> tuple[Tensor, Tensor]:
         """All examples as `(features [n, d], targets [n])`, float32 or float64 (trained on as float32, or as
@@ -188,6 +192,11 @@ class RegressionDataModule(LightningDataModule):
 
     def load_predict_tensors(self) -> tuple[Tensor, Tensor] | None:
         """Features to predict on and their row numbers; None means the test split."""
+        return None
+
+    def load_scoring_tensors(self) -> Split | None:
+        """A labelled table of its own that validate and test score, `(features, targets, row numbers)`; None
+        means the val and test splits."""
         return None
 
     def split_sizes(self, num_examples: int) -> tuple[int, int, int]:
@@ -210,8 +219,11 @@ class RegressionDataModule(LightningDataModule):
         if not self.standardize:
             return None
         statistics = NormalEquations()
-        statistics.update(*self._load_splits()["train"][:2])
-        return statistics.standardization()
+        features, targets = self._load_splits()["train"][:2]
+        statistics.update(features, targets)
+        # the model keeps SGD's steps stable along the direction of the row of largest leverage (see its
+        # `_step_scale`): a second pass, over the rows in memory
+        return {**statistics.standardization(), "largest_leverage": [largest_leverage(statistics, features)]}
 
     def split_rows(self, num_examples: int) -> dict[str, Tensor]:
         """Each split's rows, chosen by a permutation seeded with `seed`, ascending."""
@@ -233,13 +245,23 @@ class RegressionDataModule(LightningDataModule):
         # In-memory data live on the GPU once, not copied there batch by batch.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         dtype = training_dtype(self.trainer)
-        given = self.load_predict_tensors() if stage == "predict" else None
-        if given is None:  # a predict table of its own needs nothing of the training data
+        given = None
+        if stage == "predict":
+            given = self.load_predict_tensors()
+        elif stage in ("validate", "test"):
+            given = self.load_scoring_tensors()
+        if given is None:  # a predict or scoring table of its own needs nothing of the training data
             for split, tensors in self._load_splits().items():
+                if split == "train" and self.training_rows is None:
+                    self.training_rows = (tensors[0].cpu(), tensors[1].cpu())
                 self.splits[split] = tuple(_for_training(t, device, dtype) for t in tensors)
         if stage == "predict":
             features, rows = (self.splits["test"][0], self.splits["test"][2]) if given is None else given
             self.splits["predict"] = (_for_training(features, device, dtype), rows.to(device))
+        elif given is not None:  # validate and test score every usable row of their own table
+            self.splits["val" if stage == "validate" else "test"] = tuple(
+                _for_training(t, device, dtype) for t in given
+            )
 
     def _loader(self, split: str, shuffle: bool = False, even_shards: bool = False) -> TensorBatchLoader:
         """Batches of one split: `(features, targets)`, or `(features, row numbers)` to predict."""
@@ -352,6 +374,10 @@ class TableRegressionDataModule(RegressionDataModule):
         features: names of the feature columns; None means every column but `target`.
         predict_path: a table of raw features to predict on (the target column, if present, is ignored);
             None predicts on the test split of `path`.
+        test_path: a labelled table (the feature columns and `target`) that `validate` and `test` score on all
+            its rows (MSE, MAE, R²), read with the model's columns and levels alone, never `path`; rows with a
+            missing value or a level training did not see are left out, and one line counts them. None scores
+            the val and test splits of `path`. `fit` validates on the val split of `path` either way.
         batch_size: examples per batch.
         val_fraction: share of the rows held out for validation, in [0, 1).
         test_fraction: share of the rows held out for test, in [0, 1).
@@ -369,6 +395,7 @@ class TableRegressionDataModule(RegressionDataModule):
         target: str,
         features: list[str] | None = None,
         predict_path: str | None = None,
+        test_path: str | None = None,
         batch_size: int = 32,
         val_fraction: float = 0.0,
         test_fraction: float = 0.0,
@@ -383,6 +410,7 @@ class TableRegressionDataModule(RegressionDataModule):
         self.path = path
         self.target = target
         self.predict_path = predict_path
+        self.test_path = test_path
         self.features = features
         self.missing = missing
         self._encoding: Encoding | None = None
@@ -396,8 +424,14 @@ class TableRegressionDataModule(RegressionDataModule):
 
     @property
     def standardization(self) -> dict[str, list[float]] | None:
-        """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
+        """Statistics of the training split for `LinearRegression(standardization=...)`. Not standardising, the
+        design's factor alone: the model does not whiten with it, but finishes an averaged lasso with it (its
+        `_lasso_step`), so that the checkpoint's weights are exactly sparse in raw units too."""
         self.encoding  # noqa: B018 (from a checkpoint, an AttributeError: the link is left alone)
+        if not self.standardize:
+            statistics = NormalEquations()
+            statistics.update(*self._load_splits()["train"][:2])
+            return {"factor": statistics.standardization()["factor"]}
         return super().standardization
 
     @property
@@ -474,6 +508,31 @@ class TableRegressionDataModule(RegressionDataModule):
         features[torch.from_numpy(unusable)] = float("nan")  # the model's prediction is NaN: an empty cell
         report_unpredictable(self.predict_path, encoded, unusable)
         return features, torch.arange(len(features))
+
+    @override
+    def load_scoring_tensors(self) -> Split | None:
+        if self.test_path is None:
+            return None
+        encoding = self._model_encoding() or self.encoding
+        table = read_arrow(self.test_path, [*encoding, self.target])
+        encoded = encode(table, encoding, self.test_path)
+        targets = target_values(table, self.target, self.test_path)
+        missing = {**encoded.missing, self.target: np.isnan(targets)}
+        unusable = encoded.unusable() | missing[self.target]
+        if unusable.any():
+            reasons = []
+            if counts := column_counts(missing):
+                reasons.append(f"a missing value ({describe(counts)})")
+            if counts := column_counts(encoded.unseen):
+                reasons.append(f"a level not seen in training ({describe(counts)})")
+            print(
+                f"{self.test_path}: left out {int(unusable.sum())} of {len(unusable)} rows: {'; '.join(reasons)}",
+                flush=True,
+            )
+        rows = np.flatnonzero(~unusable)
+        if not len(rows):
+            raise ConfigError(f"{self.test_path}: no row can be scored: each misses a value or has an unseen level")
+        return torch.from_numpy(encoded.features[rows]), torch.from_numpy(targets[rows]), torch.from_numpy(rows)
 
 
 def model_encoding(trainer: Any) -> Encoding | None:

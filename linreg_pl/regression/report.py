@@ -9,6 +9,7 @@ linear regression) gets nothing from it, so configs of other models leave it out
 from __future__ import annotations
 
 import csv
+import math
 import os
 import time
 from typing import Any
@@ -20,13 +21,22 @@ from torch import Tensor
 from torchmetrics.functional import mean_squared_error, r2_score
 from typing_extensions import override
 
-from linreg_pl.regression.closed_form import NormalEquations, least_squares, refine
+from linreg_pl.regression.closed_form import NormalEquations, least_squares
 from linreg_pl.regression.figures import MISSING_MATPLOTLIB, plot_fit, plots_available
+from linreg_pl.regression.inference import SUMMARY_NAMES, OrdinaryLeastSquares, ordinary_least_squares
 
 # Above this condition number of the standardised design, float32 training (features and weight rounded to 24
 # bits) ends measurably above the optimum (polynomial columns x..x¹¹: 1.005 in float32 at ~1e8, 1.00001 in
 # float64; x..x⁹ at ~2e6: 1.000003 in both): the report suggests float64.
 FLOAT32_CONDITION = 1e7
+# The model's parameters rounded to its dtype (float32) from the optimum more than this above it in the objective:
+# the report says float32 cannot hold the optimum (learned / optimum cannot get below that).
+HELD_RATIO = 1.001
+# An optimum below this fraction of the target's variance is a perfect fit (0 but for rounding): learned / optimum
+# would divide by rounding noise, so the report compares the learned error with the variance.
+PERFECT_FIT = 1e-12
+# parameters.csv's columns after parameter,learned,optimum,true: the least-squares optimum's inference
+INFERENCE_COLUMNS = ("std_error", "std_error_hc3", "t_value", "p_value", "ci_low", "ci_high")
 
 
 class ParameterReport(Callback):
@@ -66,6 +76,7 @@ class ParameterReport(Callback):
         self.history: dict[str, list[float]] = {"epoch": [], "train/loss": [], "val/loss": []}
         self.path: str | None = None  # the picture, once drawn
         self.parameters_path: str | None = None  # parameters.csv, once written
+        self.summary_path: str | None = None  # summary.csv, once written (least squares only)
         self._restart_clock()
 
     def _restart_clock(self) -> None:
@@ -136,20 +147,42 @@ class ParameterReport(Callback):
                 "standardize": getattr(standardize, "mean", None) is not None,
                 "intercept": getattr(getattr(pl_module, "linear", None), "bias", True) is not None,
             }
-            closed_w, closed_b = statistics.solve(**penalties)
-            train = splits.get("train")
-            if train is not None and not (penalties["l1"] or penalties["l2"]) and penalties["intercept"]:
-                # the rows are in memory: a second pass makes least squares exact to ~10 digits, not ~7, on
-                # designs as ill-conditioned as polynomial columns up to x^10
-                closed_w, closed_b = refine(*(t.cpu() for t in train[:2]), closed_w, closed_b, statistics)
+            rows = _training_rows(datamodule)
+            if penalties["l1"] or penalties["l2"]:
+                closed_w, closed_b = statistics.solve(**penalties)
+                self.result["notes"] = [
+                    f"no standard errors, p values or summary.csv: the {_kind(penalties['l1'], penalties['l2'])} "
+                    "estimate is biased by its penalty, and they are for ordinary least squares"
+                ]
+            else:
+                # R's choice for aliased columns (weight 0, reported empty); with the rows in memory, a second
+                # pass makes the estimate exact to ~10 digits, not ~7, on designs as ill-conditioned as
+                # polynomial columns up to x^10, and a third gives each row's leverage (HC3)
+                # streamed: HC3's pass over the training rows, once (on the process that writes the files)
+                blocks = getattr(datamodule, "training_blocks", None) if trainer.is_global_zero else None
+                fit = ordinary_least_squares(statistics, rows, penalties["intercept"], blocks=blocks)
+                closed_w, closed_b = fit.weight.nan_to_num(0.0), fit.bias
+                self.result.update(ols=fit, notes=fit.notes)
             optimum = statistics.objective(closed_w, closed_b, **penalties)
             learned = statistics.objective(learned_w.double(), float(learned_b), **penalties)
-            # a perfect fit (optimum 0) compares on the objective itself
-            ratio = learned / optimum if optimum > 0 else 1.0 + learned
+            # a perfect fit (optimum 0 to rounding: more columns than rows, a noiseless table) compares the learned
+            # error with the target's variance instead
+            spread = float(statistics.target_std) ** 2 if not penalties["standardize"] else 1.0
+            perfect = optimum <= PERFECT_FIT * spread
+            ratio = 1.0 + learned / spread if perfect else learned / optimum
+            self.result["perfect_fit"] = perfect
             self.result.update(closed_w=closed_w, closed_b=closed_b, objective_ratio=ratio)
             self.result["kind"] = _kind(penalties["l1"], penalties["l2"])
-            self.result["condition_number"] = statistics.condition_number(penalties["intercept"])
+            # of the identifiable columns for least squares: aliased ones are left out, not an infinite condition
+            fit = self.result.get("ols")
+            condition = fit.summary["condition_number"] if fit is not None else math.nan
+            self.result["condition_number"] = (
+                condition if not math.isnan(condition) else statistics.condition_number(penalties["intercept"])
+            )
             self.result["float64"] = any(p.dtype == torch.float64 for p in pl_module.parameters())
+            if hasattr(pl_module, "nearest_parameters"):  # how close the model's own dtype can get at all
+                held = statistics.objective(*pl_module.nearest_parameters(closed_w, closed_b), **penalties)
+                self.result["held_ratio"] = 1.0 + held / spread if perfect else held / optimum
             for split in ("val", "test"):
                 if split in splits and len(splits[split][0]):
                     x, y = (t.double().cpu() for t in splits[split][:2])
@@ -163,6 +196,16 @@ class ParameterReport(Callback):
         if trainer.is_global_zero:
             self._write_parameters(path, names, learned_w, learned_b, closed_w, closed_b, true_w, true_b)
             print(self._table(names, learned_w, learned_b, closed_w, closed_b, true_w, true_b), flush=True)
+            fit = self.result.get("ols")
+            if fit is not None:
+                self._write_summary(os.path.join(os.path.dirname(path), "summary.csv"), fit)
+                print(self._coefficients(names, fit), flush=True)
+            if fit is not None and bool(fit.aliased.any()):
+                aliased = ", ".join(names[j] for j in torch.nonzero(fit.aliased).flatten().tolist())
+                before = "the columns before it" + (" and the intercept" if fit.intercept else "")
+                print(f"aliased (each a combination of {before}; weight 0 and no inference, as R's lm): {aliased}")
+            for note in self.result.get("notes", []):
+                print(note, flush=True)
             if "objective_ratio" in self.result:
                 print(self._ratio_line(), flush=True)
                 print(self._condition_line(), flush=True)
@@ -224,6 +267,11 @@ class ParameterReport(Callback):
         ratio, kind = self.result["objective_ratio"], self.result["kind"]
         what = "mse" if kind == "least squares" else f"{kind} objective"
         line = f"training {what}, learned / exact optimum = {ratio:.5f}"
+        if self.result.get("perfect_fit"):
+            line = (
+                f"the exact optimum fits the training rows exactly; training {what}, 1 + learned / the target's "
+                f"variance = {ratio:.5f}"
+            )
         if ratio > 1.01:
             line += (
                 "\nhint: SGD stopped more than 1% above the optimum: train longer (--trainer.max_epochs), average "
@@ -234,6 +282,13 @@ class ParameterReport(Callback):
     def _condition_line(self) -> str:
         condition = self.result["condition_number"]
         line = f"condition number of the standardised design: {condition:.3g}"
+        held = self.result.get("held_ratio", 1.0)
+        if held > HELD_RATIO and not self.result["float64"]:
+            line += (
+                f"\nhint: float32 cannot hold the optimum: the model's nearest float32 parameters are {held:.6g} times "
+                "its objective; train in float64 (--trainer.precision 64-true)"
+            )
+            return line
         if condition > FLOAT32_CONDITION and not self.result["float64"]:
             line += (
                 f"\nhint: float32 cannot resolve a design this ill-conditioned (above {FLOAT32_CONDITION:.0e}): "
@@ -242,19 +297,87 @@ class ParameterReport(Callback):
         return line
 
     def _write_parameters(self, path, names, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> None:
-        """`<log_dir>/parameters.csv`: parameter,learned,optimum,true, every value in full (repr of the float64)."""
+        """`<log_dir>/parameters.csv`: parameter,learned,optimum,true and, for least squares, the optimum's
+        inference (`INFERENCE_COLUMNS`), every value in full (repr of the float64); empty where unknown or
+        undefined (an aliased column's optimum and inference, a penalised fit's inference)."""
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fit: OrdinaryLeastSquares | None = self.result.get("ols")
         columns = [
             [*learned_w.double().tolist(), float(learned_b)],
-            [*closed_w.tolist(), float(closed_b)] if closed_w is not None else None,
+            fit.estimate.tolist()
+            if fit is not None
+            else [*closed_w.tolist(), float(closed_b)]
+            if closed_w is not None
+            else None,
             [*true_w.double().tolist(), float(true_b)] if true_w is not None else None,
+            *(getattr(fit, name).tolist() if fit is not None else None for name in INFERENCE_COLUMNS),
         ]
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["parameter", "learned", "optimum", "true"])
+            writer.writerow(["parameter", "learned", "optimum", "true", *INFERENCE_COLUMNS])
             for i, name in enumerate(names):
-                writer.writerow([name, *("" if c is None else repr(c[i]) for c in columns)])
+                writer.writerow([name, *("" if c is None or math.isnan(c[i]) else repr(c[i]) for c in columns)])
         self.parameters_path = path
+
+    def _write_summary(self, path: str, fit: OrdinaryLeastSquares) -> None:
+        """`<log_dir>/summary.csv`: statistic,value for the least-squares fit (`SUMMARY_NAMES`), empty where
+        undefined; counts as integers."""
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["statistic", "value"])
+            for name in SUMMARY_NAMES:
+                value = fit.summary[name]
+                if name in ("rows", "parameters", "df_residual"):
+                    writer.writerow([name, int(value)])
+                else:
+                    writer.writerow([name, "" if math.isnan(value) else repr(value)])
+        self.summary_path = path
+
+    def _coefficients(self, names: list[str], fit: OrdinaryLeastSquares) -> str:
+        """The coefficient table as R's summary(lm) prints it: the intercept first, NA where undefined."""
+        order = [len(names) - 1, *range(len(names) - 1)] if fit.intercept else list(range(len(names) - 1))
+        aliased = int(fit.aliased.sum())
+        title = "Coefficients:" + (f" ({aliased} not defined because of singularities)" if aliased else "")
+        cells = [["", "Estimate", "Std. Error", "t value", "Pr(>|t|)"]]
+
+        def number(value: float, digits: str = ".6g") -> str:
+            return "NA" if math.isnan(value) else format(value, digits)
+
+        for i in order[: max(self.max_rows, 1) * 5]:
+            p = float(fit.p_value[i])
+            cells.append(
+                [
+                    "(Intercept)" if i == len(names) - 1 else names[i],
+                    number(float(fit.estimate[i])),
+                    number(float(fit.std_error[i])),
+                    number(float(fit.t_value[i]), ".4g"),
+                    "NA" if math.isnan(p) else "<2e-16" if p < 2e-16 else format(p, ".4g"),
+                ]
+            )
+        widths = [max(len(row[j]) for row in cells) for j in range(5)]
+        lines = ["", title]
+        lines += [
+            "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True)))
+            for row in cells
+        ]
+        if len(order) > len(cells) - 1:
+            lines.append(f"({len(order)} coefficients, {len(cells) - 1} shown; all in parameters.csv)")
+        summary = fit.summary
+        df = int(summary["df_residual"])
+        if df > 0:
+            lines.append(f"Residual standard error: {summary['residual_std_error']:.6g} on {df} degrees of freedom")
+            lines.append(
+                f"Multiple R-squared: {summary['r_squared']:.6g},  Adjusted R-squared: {summary['adj_r_squared']:.6g}"
+                + ("" if fit.intercept else "  (uncentred: no intercept)")
+            )
+            if not math.isnan(summary["f_statistic"]):
+                model_df = int(summary["parameters"]) - int(fit.intercept)
+                f_p = summary["f_p_value"]
+                lines.append(
+                    f"F-statistic: {summary['f_statistic']:.6g} on {model_df} and {df} DF,  p-value: "
+                    + ("NA" if math.isnan(f_p) else "<2.2e-16" if f_p < 2.2e-16 else f"{f_p:.4g}")
+                )
+        return "\n".join(lines)
 
     def _table(self, names, learned_w, learned_b, closed_w, closed_b, true_w, true_b) -> str:
         learned = [*learned_w.tolist(), float(learned_b)]
@@ -310,13 +433,23 @@ def _kind(l1: float, l2: float) -> str:
     )
 
 
-def _training_statistics(datamodule: Any) -> NormalEquations | None:
-    """The training split's statistics: one pass over in-memory `splits["train"]`, or a streamed table's
-    own one-pass `normal_equations`; None for data modules with neither."""
+def _training_rows(datamodule: Any) -> tuple[Tensor, Tensor] | None:
+    """The training split in memory as the data module read it (`training_rows`: float64 for tables, whatever
+    precision the model trains in), else its `splits["train"]`; None when streamed."""
+    rows = getattr(datamodule, "training_rows", None)
+    if rows is not None:
+        return rows[0].cpu(), rows[1].cpu()
     splits = getattr(datamodule, "splits", None) or {}
-    if "train" in splits:
+    return (splits["train"][0].cpu(), splits["train"][1].cpu()) if "train" in splits else None
+
+
+def _training_statistics(datamodule: Any) -> NormalEquations | None:
+    """The training split's statistics: one pass over the rows in memory (`_training_rows`), or a streamed
+    table's own one-pass `normal_equations`; None for data modules with neither."""
+    rows = _training_rows(datamodule)
+    if rows is not None:
         statistics = NormalEquations()
-        statistics.update(*(t.cpu() for t in splits["train"][:2]))
+        statistics.update(*rows)
         return statistics
     return getattr(datamodule, "normal_equations", None)
 

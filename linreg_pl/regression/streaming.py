@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from typing_extensions import override
 
@@ -401,7 +402,8 @@ class TableChunks(ChunkSource):
     A chunk is encoded as in memory (`linreg_pl.regression.encoding.encode`): number columns as they are,
     text columns as indicator columns of `encoding`'s levels. A row with a missing value or a level the
     encoding does not hold is left out (`unusable="drop"`), refused (`"error"`, missing values only), or
-    kept with NaN features, so that its prediction is an empty cell (`"blank"`, counted in `unpredictable`).
+    kept with NaN features, so that its prediction is an empty cell (`"blank"`, counted in `unpredictable`), or
+    left out and counted there (`"skip"`: scoring a labelled table of its own).
 
     Args:
         table: the `ParquetRowGroups` or `CSVByteRanges` to read.
@@ -415,7 +417,8 @@ class TableChunks(ChunkSource):
         num_replicas: processes sharing the chunks.
         pad: pad every share to the batches of the largest (training under DDP).
         row_numbers: end each batch with the rows' 0-based positions in the table (predict).
-        unusable: what becomes of a row with a missing value or an unseen level: `drop`, `error` or `blank`.
+        unusable: what becomes of a row with a missing value or an unseen level: `drop`, `error`, `blank` or
+            `skip`.
         row_counts: rows each chunk gives after dropping (the statistics pass counts them); None: the table's.
         dtype: the batches' floating-point type (float64 under `--trainer.precision 64-true`).
     """
@@ -473,10 +476,10 @@ class TableChunks(ChunkSource):
         usable = ~encoded.unusable()
         if self.target is not None:
             usable &= ~missing[self.target]
-        if self.unusable == "blank" and not usable.all():
+        if self.unusable in ("blank", "skip") and not usable.all():
             with self._lock:  # reading threads count together
                 self.num_unpredictable += int(np.count_nonzero(~usable))
-                for reason, masks in (("missing", encoded.missing), ("unseen", encoded.unseen)):
+                for reason, masks in (("missing", missing), ("unseen", encoded.unseen)):
                     for name, count in column_counts(masks).items():
                         self.unpredictable[reason][name] = self.unpredictable[reason].get(name, 0) + count
         return encoded.features, targets, usable, counts
@@ -602,6 +605,9 @@ class TableStreamDataModule(LightningDataModule):
         target: name of the label column.
         features: names of the feature columns; None means every column but `target`.
         predict_path: a Parquet or CSV table of raw features to predict on; None predicts on the test split.
+        test_path: a labelled Parquet or CSV table that `validate` and `test` score on all its rows, streamed,
+            with the model's columns and levels, never reading `path`; rows with a missing value or an unseen
+            level are left out and counted in one line. None scores the val and test splits.
         batch_size: rows per batch (a chunk's last batch may be shorter).
         val_fraction: share of the chunks held out for validation, in [0, 1).
         test_fraction: share of the chunks held out for test, in [0, 1).
@@ -621,6 +627,7 @@ class TableStreamDataModule(LightningDataModule):
         target: str,
         features: list[str] | None = None,
         predict_path: str | None = None,
+        test_path: str | None = None,
         batch_size: int = 32,
         val_fraction: float = 0.0,
         test_fraction: float = 0.0,
@@ -639,7 +646,7 @@ class TableStreamDataModule(LightningDataModule):
             raise ConfigError(f"{name}: chunk_bytes must be an integer >= 1, got {chunk_bytes!r}")
         if missing not in ("drop", "error"):
             raise ConfigError(f"{name}: missing must be 'drop' or 'error', got {missing!r}")
-        self.path, self.target, self.predict_path = path, target, predict_path
+        self.path, self.target, self.predict_path, self.test_path = path, target, predict_path, test_path
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.standardize, self.chunk_bytes, self.missing = standardize, chunk_bytes, missing
         self.fractions = (val_fraction, test_fraction)
@@ -725,6 +732,14 @@ class TableStreamDataModule(LightningDataModule):
             self._normal_equations, self._kept_rows = statistics, kept
         return self._normal_equations
 
+    def training_blocks(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The training split's usable rows, chunk by chunk, as read (float64): another pass over them, for the
+        report's HC3 errors (each row's leverage and residual)."""
+        chunks = self._split_chunks("train", unusable=self.missing, row_counts=None)
+        for index in chunks.chunks:
+            features, targets, usable, _ = chunks.encoded(index)
+            yield torch.from_numpy(features[usable]), torch.from_numpy(targets[usable])
+
     @property
     def standardization(self) -> dict[str, list] | None:
         """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
@@ -808,11 +823,19 @@ class TableStreamDataModule(LightningDataModule):
 
     @override
     def val_dataloader(self) -> StreamingLoader:
-        return self._loader(self._split_chunks("val", unusable=self.missing))
+        return self._scoring_loader("val")
 
     @override
     def test_dataloader(self) -> StreamingLoader:
-        return self._loader(self._split_chunks("test", unusable=self.missing))
+        return self._scoring_loader("test")
+
+    def _scoring_loader(self, split: str) -> StreamingLoader:
+        """The split's chunks, or under validate and test every chunk of `test_path` (`fit` validates on `path`)."""
+        command = self.trainer.state.fn if self.trainer is not None else None
+        if self.test_path is None or command not in (TrainerFn.VALIDATING, TrainerFn.TESTING):
+            return self._loader(self._split_chunks(split, unusable=self.missing))
+        table = chunked_table(self.test_path, [*self.encoding, self.target], self.chunk_bytes)
+        return self._loader(self._split_chunks(split, table, unusable="skip"))
 
     @override
     def predict_dataloader(self) -> StreamingLoader:
@@ -833,6 +856,11 @@ class TableStreamDataModule(LightningDataModule):
                     for key, what in (("missing", "a missing value"), ("unseen", "a level not seen in training"))
                     if chunks.unpredictable[key]
                 ]
+                if chunks.unusable == "skip":
+                    total = sum(chunks.table.row_counts)
+                    line = f"left out {chunks.num_unpredictable} of {total} rows: {'; '.join(reasons)}"
+                    print(f"{self.test_path}: {line}", flush=True)
+                    continue
                 where = self.predict_path or self.path
                 print(f"{where}: {chunks.num_unpredictable} rows get no prediction: {'; '.join(reasons)}", flush=True)
         self._loaders.clear()

@@ -485,7 +485,10 @@ def test_refine_needs_the_statistics_of_exactly_its_rows_and_improves_a_one_pass
     exact_weight, exact_bias = exact_least_squares(features, targets)
     before = worst_relative_error(*statistics.solve(), exact_weight, exact_bias)
     after = worst_relative_error(*refine(features, targets, *statistics.solve(), statistics), exact_weight, exact_bias)
-    assert after < before / 100
+    # One step ends where float64 gradients (x - x̄)ᵀr leave it, ~u·κ = 1e-16 x 1.1e7 here (2.5e-10 measured), whatever
+    # the one-pass answer was. That one is the LAPACK build's QR: 7.5e-9 with MKL 2024.2 (a 30x improvement), up to
+    # the 1e-7 test_polynomial_features allows elsewhere. So the floor is asserted, and a factor true of both.
+    assert after <= 1e-9 and after < before / 10
 
 
 def test_without_intercept_solve_and_objective_fit_y_equal_x_w():
@@ -507,20 +510,41 @@ def test_without_intercept_solve_and_objective_fit_y_equal_x_w():
     torch.testing.assert_close(ridge, expected_ridge, rtol=1e-9, atol=1e-10)
 
 
-def test_the_reports_yardstick_on_a_degree_10_table_in_memory_gets_8_significant_digits(isolated):
+def polynomial_table_rows():
+    features, targets = polynomial_design(10)
+    return features, targets, [f"x{k}" for k in range(1, 11)]
+
+
+def scaled_table_rows():
+    # test_columns_1e9_apart_in_scale_get_8_significant_digits's table: scales 1, 2³⁰, 2⁻³⁰, one column nearly collinear
+    generator = torch.Generator().manual_seed(5)
+    scales = torch.tensor([1.0, 2.0**30, 2.0**-30, 1.0], dtype=torch.float64)
+    features = torch.randn(60, 4, generator=generator, dtype=torch.float64) * scales
+    features[:, 3] = features[:, 0] + features[:, 1] * 2.0**-30 + 1e-6 * features[:, 3]
+    weight = torch.tensor([1.0, 3e-9, 2e8, -0.5], dtype=torch.float64)
+    targets = features @ weight + 4.0 + 0.01 * torch.randn(60, generator=generator, dtype=torch.float64)
+    return features, targets, ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("precision", ["32-true", "64-true"])
+@pytest.mark.parametrize("table", [polynomial_table_rows, scaled_table_rows], ids=["degree-10", "scales-1e9-apart"])
+def test_the_reports_yardstick_on_a_table_gets_8_significant_digits_in_any_precision(table, precision, isolated):
     from conftest import ROOT
     from example_helpers import run_cli
 
-    # the polynomial design as a table file: the report solves it from the training split it holds in memory
-    features, targets = polynomial_design(10)
-    header = ",".join(f"x{k}" for k in range(1, 11))
+    # the table as a file: the report solves it from the training split as read (float64), whatever the model
+    # trains in; in float32 the training data are rounded, the yardstick is not
+    features, targets, names = table()
     lines = [",".join(repr(v) for v in [*row, y]) for row, y in zip(features.tolist(), targets.tolist(), strict=True)]
-    (isolated / "poly.csv").write_text(f"{header},y\n" + "\n".join(lines) + "\n")
-    table = ["--config", str(ROOT / "configs" / "csv.yaml"), "--data.path", "poly.csv", "--data.target", "y"]
+    (isolated / "table.csv").write_text(f"{','.join(names)},y\n" + "\n".join(lines) + "\n")
+    args = ["--config", str(ROOT / "configs" / "csv.yaml"), "--data.path", "table.csv", "--data.target", "y"]
     lean = ["--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "false", "--trainer.logger", "false"]
-    cli = run_cli("fit", *table, *lean, "--trainer.precision", "64-true")
+    cli = run_cli("fit", *args, *lean, "--trainer.precision", precision)
     report = next(c for c in cli.trainer.callbacks if type(c).__name__ == "ParameterReport").result
-    train_x, train_y = (t.double().cpu() for t in cli.datamodule.splits["train"][:2])
-    assert torch.equal(train_x, features[cli.datamodule.splits["train"][2]])  # the file's values, exactly
+    train_x, train_y = cli.datamodule.training_rows
+    assert torch.equal(train_x, features[cli.datamodule.splits["train"][2].cpu()])  # the file's values, exactly
     exact_weight, exact_bias = exact_least_squares(train_x, train_y)
     assert worst_relative_error(report["closed_w"], report["closed_b"], exact_weight, exact_bias) <= 1e-8
+    # the model's float32 parameters (behind its fixed layers) can hold that optimum: the report's
+    # "float32 cannot hold the optimum" stays silent (measured: 1 + 3e-8 at degree 10, 1 + 1e-11 for the scales)
+    assert report["held_ratio"] <= 1 + 1e-6

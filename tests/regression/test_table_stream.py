@@ -264,3 +264,20 @@ def test_streamed_text_and_missing_values_as_in_memory_and_predict_from_the_chec
         assert line in capsys.readouterr().out
         outputs[name] = (isolated / f"{name}.csv").read_text().splitlines()
     assert outputs["stream"] == outputs["memory"] and outputs["stream"][2:] == ["1,", "2,"]
+
+
+def test_a_streamed_fit_writes_the_in_memory_inference_of_its_training_rows(tables, isolated):
+    from linreg_pl.regression.inference import ordinary_least_squares
+
+    table, paths = tables
+    cli = run_cli("fit", *STREAM, "--data.path", paths["parquet"], "--data.target", "y", "--trainer.max_epochs", "1")
+    rows = train_rows(cli.datamodule)
+    features, targets = torch.tensor(np.stack([table[c][rows] for c in FEATURES], 1)), torch.tensor(table["y"][rows])
+    statistics = NormalEquations()
+    statistics.update(features, targets)
+    expected = ordinary_least_squares(statistics, (features, targets))  # in memory, both passes
+    with open(version_dir(isolated) / "parameters.csv") as handle:
+        written = list(csv.DictReader(handle))
+    for column in ("optimum", "std_error", "std_error_hc3", "t_value", "p_value", "ci_low", "ci_high"):
+        values = expected.estimate if column == "optimum" else getattr(expected, column)
+        np.testing.assert_allclose([float(r[column]) for r in written], values.numpy(), rtol=1e-9)
