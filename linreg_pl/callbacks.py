@@ -64,14 +64,10 @@ class DivergenceGuard(Callback):
 
 
 class InterruptCheckpoint(Callback):
-    """On Ctrl-C or SIGTERM during training, finishes the step, saves `interrupted.ckpt` beside the other checkpoints
-    and exits with status 130 (Ctrl-C) or 143 (SIGTERM).
-
-    Lightning stops a run between steps on SIGTERM; in one process, the first Ctrl-C is made a SIGTERM, so resuming
-    is exact either way. A second Ctrl-C stops at once and saves nothing, as does any other exception (a bad state
-    never lands in a checkpoint). At the start of `fit` it removes the temporary files of killed checkpoint writes
-    (`AtomicCheckpointIO`) in this run's checkpoint directories and the one resumed from.
-    """
+    """On Ctrl-C or SIGTERM during training, finishes the step (Lightning stops between steps on SIGTERM; in one
+    process the first Ctrl-C is made one), saves `interrupted.ckpt` beside the other checkpoints and exits with status
+    130 or 143. A second Ctrl-C stops at once, saving nothing, as any other exception does. At the start of `fit` it
+    removes what killed checkpoint writes left (`AtomicCheckpointIO`) in this run's and the resumed run's folders."""
 
     def __init__(self) -> None:
         self.path: str | None = None
