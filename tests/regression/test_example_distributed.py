@@ -43,6 +43,7 @@ def metrics(path) -> dict[str, float]:
     return values
 
 
+@pytest.mark.slow  # 2 processes started by Lightning: seconds each; the kit's DDP runs by default
 def test_ddp_trains_the_default_experiment_as_one_process_does(isolated):
     # 2 epochs: each gloo step costs more than the whole step of this model, and the second epoch's reshuffle,
     # dealt out to the processes, is what can go wrong (one process's 3-epoch fit is checked in test_cli.py)
@@ -71,6 +72,7 @@ def test_ddp_trains_the_default_experiment_as_one_process_does(isolated):
     assert ddp_tested["test/mse"] == pytest.approx(tested.trainer.callback_metrics["test/mse"].item(), rel=1e-4)
 
 
+@pytest.mark.slow  # 2 processes started by Lightning: seconds each; the kit's DDP runs by default
 def test_ddp_shards_are_disjoint_and_cover_the_data(isolated):
     # 1001 examples: 801 to train, which 2 processes cannot split evenly, so one row is padded in
     run_ddp(

@@ -231,7 +231,9 @@ INTERRUPTED_AT = STEPS_PER_EPOCH + 50  # in the second epoch
 
 
 @pytest.mark.parametrize(
-    ("signum", "name", "exit_code"), [(signal.SIGTERM, "SIGTERM", 143), (signal.SIGINT, "Ctrl-C", 130)]
+    ("signum", "name", "exit_code"),
+    # Ctrl-C's in-process path is in tests/test_runs.py; this process-level one runs with the slow tests
+    [(signal.SIGTERM, "SIGTERM", 143), pytest.param(signal.SIGINT, "Ctrl-C", 130, marks=pytest.mark.slow)],
 )
 def test_an_interrupted_run_saves_and_resumes_bit_identically(signum, name, exit_code, uninterrupted, isolated):
     code, output = interrupt_at(INTERRUPTED_AT, signum, *INTERRUPTIBLE, cwd=isolated)
