@@ -27,6 +27,15 @@ def run_user(subcommand: str, *args: str):
 
 
 @pytest.fixture(autouse=True)
+def default_ctrl_c():
+    """Ctrl-C as Python handles it in a terminal, whatever the runner inherited: a script's `pytest &`, nohup and some
+    CI runners start it with SIGINT ignored, and the tests that press Ctrl-C in-process would see nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     # lightning_logs/ (logs, configs, checkpoints) lands in the test's own directory
     monkeypatch.chdir(tmp_path)
