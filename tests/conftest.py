@@ -44,6 +44,17 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
+def one_line(capsys, *args: str) -> str:
+    """Run the CLI on `args` (a quiet CPU run) expecting an error it reports itself: status 2, no traceback; returns
+    the last line of stderr."""
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, *QUIET])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
 def mount_tmpfs(directory: Path, size: str) -> None:
     """Mount a tmpfs of `size` on `directory`: a real filesystem that runs out of space. Without root this skips;
     in CI (CI=true) as root it must work, so there a failed mount fails the test instead of skipping it."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import QUIET, USER_EXPERIMENT, run_user, version_dir
+from conftest import QUIET, USER_EXPERIMENT, one_line, run_user, version_dir
 from lightning.pytorch import LightningModule
 from torch import nn
 from user_models import Classifier
@@ -18,15 +18,6 @@ from linreg_pl.cli import main
 
 def last(root, version: int = 0) -> str:
     return str(version_dir(root, version) / "checkpoints" / "last.ckpt")
-
-
-def one_line(capsys, *args: str) -> str:
-    with pytest.raises(SystemExit) as stopped:
-        main([*args, *QUIET])
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err.strip().splitlines()[-1]
 
 
 class CountsLoads(Classifier):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import QUIET, USER_EXPERIMENT, run_user, version_dir
+from conftest import QUIET, USER_EXPERIMENT, one_line, run_user, version_dir
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
@@ -24,15 +24,6 @@ from linreg_pl.predictions import PredictionWriter
 
 USER = ["--model", "user_models.Classifier", "--data", "user_models.Blobs"]
 GUARDS = (DivergenceGuard, InterruptCheckpoint, MonitoredMetricsCheck, PredictionWriter)
-
-
-def one_line(capsys, *args: str) -> str:
-    with pytest.raises(SystemExit) as stopped:
-        main([*args, *QUIET])
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err.strip().splitlines()[-1]
 
 
 def kinds(trainer) -> list[type]:
