@@ -46,7 +46,7 @@ def test_default_fit_recovers_w_and_b_and_prints_the_table(isolated, capsys):
 
 
 def test_without_a_model_the_cli_asks_for_one(isolated, capsys):
-    # configs/base.yaml names no model: the experiment comes from a config or --model/--data
+    # linreg_pl/base.yaml names no model: the experiment comes from a config or --model/--data
     with pytest.raises(SystemExit) as stopped:
         main(["fit", "--trainer.accelerator", "cpu"])
     assert stopped.value.code == 2
