@@ -1,6 +1,6 @@
-"""`python -m linreg_pl` and the `linreg-pl` command: `linreg_pl.cli.main`, with Python's garbage collector kept off
-the ~600,000 lasting objects that importing torch and Lightning creates (frozen once imported: no full collection
-walks them again). Measured by `python benchmarks/throughput.py --sections process`; without it, `run` is `main()`."""
+"""`python -m linreg_pl` and the `linreg-pl` command: `linreg_pl.cli.main`, with the garbage collector kept off the
+~600,000 lasting objects that importing torch and Lightning creates (frozen once imported). Measured by
+`python benchmarks/throughput.py --sections process`; without it, `run` is `main()`."""
 
 import gc
 

@@ -1,8 +1,4 @@
-"""The guards the CLI adds to every run (keys `divergence_guard`, `interrupt_checkpoint`, `monitor_check` of
-`linreg_pl/base.yaml`; `--divergence_guard null` leaves one out).
-"""
-
-from __future__ import annotations
+"""The guards the CLI adds to every run (keys of `linreg_pl/base.yaml`; `--divergence_guard null` leaves one out)."""
 
 import contextlib
 import os
@@ -66,8 +62,8 @@ class DivergenceGuard(Callback):
 class InterruptCheckpoint(Callback):
     """On Ctrl-C or SIGTERM during training, finishes the step (Lightning stops between steps on SIGTERM; in one
     process the first Ctrl-C is made one), saves `interrupted.ckpt` beside the other checkpoints and exits with status
-    130 or 143. A second Ctrl-C stops at once, saving nothing, as any other exception does. At the start of `fit` it
-    removes what killed checkpoint writes left (`AtomicCheckpointIO`) in this run's and the resumed run's folders."""
+    130 or 143; a second Ctrl-C stops at once, saving nothing. At the start of `fit` it removes what killed checkpoint
+    writes left in this run's and the resumed run's folders."""
 
     def __init__(self) -> None:
         self.path: str | None = None
@@ -87,12 +83,11 @@ class InterruptCheckpoint(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Lightning handles SIGTERM by now, and puts back every handler it found (this one's too) when the run ends;
         # with several processes Ctrl-C is left to Lightning (docs/troubleshooting.md)
-        if (
-            trainer.world_size == 1
-            and threading.current_thread() is threading.main_thread()
-            and callable(signal.getsignal(signal.SIGTERM))
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        ):
+        alone = trainer.world_size == 1 and threading.current_thread() is threading.main_thread()
+        usual = (
+            callable(signal.getsignal(signal.SIGTERM)) and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )
+        if alone and usual:
             signal.signal(signal.SIGINT, self._finish_the_step)
 
     @override
@@ -126,10 +121,9 @@ class InterruptCheckpoint(Callback):
             return self._say(trainer, f"Interrupted ({name}): {off}")
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in Lightning's own shutdown: let the save finish
-        directory = getattr(trainer.checkpoint_callback, "dirpath", None) or os.path.join(
-            trainer.log_dir or ".", "checkpoints"
-        )
-        self.path = os.path.join(directory, "interrupted.ckpt")
+        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+        folder = dirpath or os.path.join(trainer.log_dir or ".", "checkpoints")
+        self.path = os.path.join(folder, "interrupted.ckpt")
         trainer.save_checkpoint(self.path, weights_only=False)  # everything, optimiser and loops too
         loader = trainer.train_dataloader  # None before the first training step: nothing to resume mid-way
         exact = loader is None or (hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict"))
@@ -160,12 +154,9 @@ class MonitoredMetricsCheck(Callback):
     never logged in the run, naming those it did log: without validation Lightning only warns, and never writes the
     best checkpoint. A metric logged on some epochs only counts; a callback with `strict=False` is left alone."""
 
-    def __init__(self) -> None:
-        self._logged: set[str] = set()
-
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._logged = set()
+        self._logged: set[str] = set()
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

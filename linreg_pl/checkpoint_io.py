@@ -1,22 +1,21 @@
-"""Checkpoints written atomically: each checkpoint path holds the previous complete file or the new one.
-`linreg_pl/base.yaml` turns it on: `trainer.plugins: linreg_pl.checkpoint_io.AtomicCheckpointIO`.
+"""Checkpoint files: read once per command (memory-mapped, `weights_only` unless `--weights_only false`) and checked
+before Lightning loads them; written atomically (`trainer.plugins` in `linreg_pl/base.yaml`). Directories (FSDP,
+DeepSpeed) and other protocols (`s3://`) are Lightning's to read and write.
 
-Lightning's own write (`fsspec` transaction) puts its temporary file in the system's temp directory and moves it with
-`shutil.move`, which copies onto the checkpoint's name across filesystems (a partial file if the copy fails), fsyncs
-nothing and swallows a `PermissionError`. Here the bytes go to a hidden temporary file beside the checkpoint, are
-fsynced, and renamed over it (atomic on POSIX). A killed process leaves its temporary file; `remove_stale_temporaries`
-deletes it at the next run's start. Paths with another protocol (`s3://`) are left to Lightning.
+Lightning's own write moves a temporary file from the system's temp directory with `shutil.move` (a copy across
+filesystems: a partial file if it fails), fsyncs nothing and swallows a `PermissionError`. Here the bytes go to a hidden
+file beside the checkpoint, are fsynced and renamed over it (atomic on POSIX): each checkpoint path holds the previous
+complete file or the new one. What a killed write leaves, `remove_stale_temporaries` deletes at the next run's start.
 """
-
-from __future__ import annotations
 
 import contextlib
 import errno
 import io
 import os
 import re
-import tempfile
+import secrets
 import time
+import zipfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,16 +23,61 @@ import torch
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.nn.parameter import UninitializedParameter
 from typing_extensions import override
 
-from linreg_pl.checkpoints import cached_checkpoint
+from linreg_pl.errors import ConfigError
+
+_READ: dict[tuple[str, bool, float], dict[str, Any]] = {}  # (path, weights_only, mtime) -> checkpoint
+
+
+def read_checkpoint(path: str, weights_only: bool = True) -> dict[str, Any] | None:
+    """The checkpoint at `path` (a local file), read once; None for what Lightning reads itself (a directory, a URL);
+    `ConfigError` if it is not a Lightning checkpoint."""
+    if "://" in str(path) or os.path.isdir(path):
+        return None
+    if not os.path.isfile(path):
+        raise ConfigError(f"checkpoint {path!r} does not exist")
+    if (key := (os.path.abspath(path), weights_only, os.path.getmtime(path))) in _READ:
+        return _READ[key]
+    try:  # a file of torch's legacy format (not a zip archive) cannot be memory-mapped
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=zipfile.is_zipfile(path))
+    except Exception as error:  # corrupt, truncated, not a checkpoint, or holds arbitrary objects
+        raise ConfigError(
+            f"checkpoint {path!r} cannot be loaded: it is corrupt or truncated, not a checkpoint, or holds objects "
+            "other than tensors and plain values, which are loaded only with --weights_only false "
+            f"({type(error).__name__})"
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(f"checkpoint {path!r} is not a Lightning checkpoint (no state_dict)")
+    _READ.clear()  # one checkpoint held at a time
+    _READ[key] = checkpoint
+    return checkpoint
+
+
+def cached_checkpoint(path: str, weights_only: bool | None) -> dict[str, Any] | None:
+    """The checkpoint `read_checkpoint` read from `path` with the same `weights_only`, handed over once."""
+    if not os.path.isfile(path):
+        return None
+    return _READ.pop((os.path.abspath(path), weights_only is not False, os.path.getmtime(path)), None)
+
+
+def check_checkpoint(path: str, checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
+    """`ConfigError` where a weight has another shape than the model's, which `load_state_dict` refuses whatever
+    `strict_loading` says; unsized lazy parameters and keys on one side only are left to Lightning."""
+    state = checkpoint["state_dict"]
+    wrong = []
+    for key, value in model.state_dict().items():
+        sized = not isinstance(value, UninitializedParameter)
+        if sized and isinstance(saved := state.get(key), torch.Tensor) and saved.shape != value.shape:
+            wrong.append(f"{key} {tuple(saved.shape)} (model has {tuple(value.shape)})")
+    if wrong:
+        raise ConfigError(f"checkpoint {path!r} belongs to a model of another shape: {'; '.join(wrong)}")
+
 
 # the temporary name of a `.ckpt` (Lightning's extension): `.<name>.ckpt.` + 8 random characters + `.tmp`
 _TEMPORARY_NAME = re.compile(r"^\..+\.ckpt\.[a-z0-9_]{8}\.tmp$")
-# files older than this were left by an earlier process (read once: os.umask can only be read by setting it)
-_IMPORTED_AT = time.time()
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+_IMPORTED_AT = time.time()  # temporary files older than this were left by an earlier process
 
 
 class CheckpointWriteError(OSError):
@@ -57,8 +101,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     and leaves no temporary file. Serialised in memory first: `torch.save` into a file reports a full disk as a
     `RuntimeError` without the `errno`."""
 
-    def __init__(self) -> None:
-        self.last_saved = ""
+    last_saved = ""  # the newest checkpoint this plugin wrote and did not remove
 
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
@@ -74,10 +117,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         temporary = ""
         try:
             os.makedirs(directory, exist_ok=True)  # ModelCheckpoint relies on the plugin to create it
-            # mkstemp underneath: a new file of our own, never another writer's
-            with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{name}.", suffix=".tmp", delete=False) as file:
-                temporary = file.name
-                os.fchmod(file.fileno(), 0o666 & ~_UMASK)  # what a plain open() would give, not mkstemp's 0o600
+            candidate = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+            with open(candidate, "xb") as file:  # a new file of our own, never another writer's; open()'s mode
+                temporary = candidate
                 self._write(file, buffer.getbuffer())
                 file.flush()
                 os.fsync(file.fileno())  # the bytes are on the disk before the name points at them
@@ -106,28 +148,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     @override
     def remove_checkpoint(self, path: Any) -> None:
-        fs, local_path = url_to_fs(str(path))
-        if not isinstance(fs, LocalFileSystem):
-            return super().remove_checkpoint(path)
-        try:
-            with contextlib.suppress(FileNotFoundError):  # gone already: not an error, as in Lightning
-                os.unlink(local_path)
-        except IsADirectoryError:  # a sharded checkpoint; Lightning removes those recursively
-            super().remove_checkpoint(path)
+        super().remove_checkpoint(
+            path
+        )  # Lightning's: a file, or a sharded checkpoint's directory; gone already is no error
         if str(path) == self.last_saved:
             self.last_saved = ""
 
 
-def remove_stale_temporaries(directory: str | os.PathLike, older_than: float | None = None) -> list[Path]:
-    """Delete the temporary files (`.<name>.ckpt.<random>.tmp`) that killed writes left in `directory`, last modified
-    before `older_than` (default: when this process imported this module, so another process's write in progress is
-    left alone); returns what it deleted."""
-    cutoff = _IMPORTED_AT if older_than is None else older_than
+def remove_stale_temporaries(directory: str | os.PathLike, older_than: float = _IMPORTED_AT) -> list[Path]:
+    """Delete the temporary files that killed writes left in `directory`, modified before `older_than` (default: this
+    module's import, so another process's write in progress is left alone); returns what it deleted."""
     removed = []
     for path in Path(directory).glob(".*.ckpt.*.tmp"):
         regular = _TEMPORARY_NAME.match(path.name) and path.is_file() and not path.is_symlink()
         with contextlib.suppress(FileNotFoundError):  # removed meanwhile
-            if regular and path.stat().st_mtime < cutoff:
+            if regular and path.stat().st_mtime < older_than:
                 path.unlink()
                 removed.append(path)
     return removed

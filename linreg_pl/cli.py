@@ -4,8 +4,6 @@ and the `export` and `sweep` commands (their own modules). `linreg_pl/base.yaml`
     python -m linreg_pl fit --config configs/default.yaml
 """
 
-from __future__ import annotations
-
 import contextlib
 import importlib
 import logging
@@ -28,23 +26,15 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from typing_extensions import override
 
 from linreg_pl import runs
-from linreg_pl.callbacks import DivergenceError, DivergenceGuard, InterruptCheckpoint, MonitoredMetricsCheck
-from linreg_pl.checkpoint_io import CheckpointWriteError
-from linreg_pl.checkpoints import check_checkpoint, read_checkpoint
+from linreg_pl.callbacks import DivergenceError
+from linreg_pl.checkpoint_io import CheckpointWriteError, check_checkpoint, read_checkpoint
 from linreg_pl.errors import ConfigError
-from linreg_pl.predictions import PredictionWriter
 
 PROG = "linreg-pl"
 BASE_CONFIG = Path(__file__).with_name("base.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-# the callbacks every run gets, each under its own key; `--<key> null` leaves one out
-FORCED_CALLBACKS = {
-    "last_checkpoint": ModelCheckpoint,
-    "divergence_guard": DivergenceGuard,
-    "interrupt_checkpoint": InterruptCheckpoint,
-    "monitor_check": MonitoredMetricsCheck,
-    "predictions": PredictionWriter,
-}
+# the callbacks every run gets, each under its own key (any Callback); `--<key> null` leaves one out
+FORCED_CALLBACKS = ("last_checkpoint", "divergence_guard", "interrupt_checkpoint", "monitor_check", "predictions")
 USER_CLASSES = (LightningModule, LightningDataModule, Callback, Logger)  # a user's class that raises when built
 # Lightning's "💡 Tip: try installing <cloud product>" lines: nothing in them to act on
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: not str(r.msg).startswith("💡"))
@@ -68,8 +58,8 @@ class ProjectCLI(LightningCLI):
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for key, cls in FORCED_CALLBACKS.items():  # defaults in base.yaml
-            parser.add_subclass_arguments(cls, key, required=False, fail_untyped=False)
+        for key in FORCED_CALLBACKS:  # defaults in base.yaml
+            parser.add_subclass_arguments(Callback, key, required=False, fail_untyped=False)
         self._parsers = [*getattr(self, "_parsers", []), parser]
 
     @override
@@ -122,9 +112,8 @@ class ProjectCLI(LightningCLI):
         forced = [config[key] for key in FORCED_CALLBACKS if config.get(key) is not None]
         # the guards before the config's callbacks (they see a step first, and put Ctrl-C back first when training
         # ends); last.ckpt after the config's ModelCheckpoints, so the first of those is trainer.checkpoint_callback
-        callbacks = [c for c in forced if not isinstance(c, ModelCheckpoint)]
-        callbacks += [*(given if isinstance(given, list) else [given])]
-        callbacks += [c for c in forced if isinstance(c, ModelCheckpoint)]
+        last = [c for c in forced if isinstance(c, ModelCheckpoint)]
+        callbacks = [*(c for c in forced if c not in last), *(given if isinstance(given, list) else [given]), *last]
         off = trainer.get("enable_checkpointing") is False  # the Trainer refuses a ModelCheckpoint then
         kwargs["callbacks"] = [c for c in callbacks if not (off and isinstance(c, ModelCheckpoint))]
         if trainer.get("logger") is False and self.run_directory:  # no logger to name it: the run's root
@@ -136,10 +125,11 @@ class ProjectCLI(LightningCLI):
 
     def _before_subcommand(self) -> None:
         config = self.config_init[self.subcommand]
-        if config.get("weights_only") is None:  # tensors and plain values only: never unpickle arbitrary objects
-            config["weights_only"] = True
-        if self.subcommand == "predict" and config.get("return_predictions") is None:
-            config["return_predictions"] = False  # the predictions file has them: not every batch's in memory too
+        # unless given: tensors and plain values only (never unpickle arbitrary objects), and predictions in the
+        # predictions file only (not every batch's in memory too)
+        config["weights_only"] = config.get("weights_only") is not False
+        if self.subcommand == "predict":
+            config["return_predictions"] = bool(config.get("return_predictions"))
         if self.checkpoint is None:
             return
         path = str(config["ckpt_path"])
@@ -160,16 +150,9 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
     """The project's LightningCLI; `run=False` only parses and instantiates (no subcommand in `args`)."""
     defaults = {"prog": PROG, "default_config_files": [str(BASE_CONFIG)]}
     subcommands = {"epilog": "Also: linreg-pl export --help", **{s: defaults for s in SUBCOMMANDS}}
-    return ProjectCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        parser_class=_ReasonFirstParser,
-        parser_kwargs={"prog": PROG, **subcommands} if run else defaults,
-        args=args,
-        run=run,
-    )
+    options = {"subclass_mode_model": True, "subclass_mode_data": True, "parser_class": _ReasonFirstParser}
+    parser_kwargs = {"prog": PROG, **subcommands} if run else defaults
+    return ProjectCLI(LightningModule, LightningDataModule, parser_kwargs=parser_kwargs, args=args, run=run, **options)
 
 
 def _check_experiment(argv: list[str]) -> None:
@@ -190,17 +173,10 @@ def main(args: list[str] | None = None) -> ProjectCLI | None:
     """Run the CLI on `args` (default: the command line); returns the CLI object (None for `export` and `sweep`).
     What we check, what the Trainer refuses and what a user's class raises while built are one line and status 2 (a
     divergence or a failed checkpoint write: 1); `--debug` shows the traceback."""
-    debug = "--debug" in (sys.argv if args is None else args)
+    argv = sys.argv[1:] if args is None else args
+    debug, argv = "--debug" in argv, [arg for arg in argv if arg != "--debug"]
     if args is None:
-        sys.argv = [arg for arg in sys.argv if arg != "--debug"]
-    else:
-        args = [arg for arg in args if arg != "--debug"]
-    # jsonargparse's own switch for its tracebacks, for this call only: main() may be called again in-process
-    with unittest.mock.patch.dict(os.environ, {"JSONARGPARSE_DEBUG": "true"} if debug else {}):
-        return _main(args, debug)
-
-
-def _main(args: list[str] | None, debug: bool) -> ProjectCLI | None:
+        sys.argv[1:] = argv
     # torch deprecates a check inside Lightning's own pytree helper; only a Lightning release can fix it
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
     # every run, `test`/`predict` included, writes to a directory of its own: a restored ModelCheckpoint always
@@ -208,7 +184,12 @@ def _main(args: list[str] | None, debug: bool) -> ProjectCLI | None:
     warnings.filterwarnings("ignore", message="The dirpath has changed from", category=UserWarning)
     # PredictionWriter numbers rows by the batch's `row` field or its position where a loader has no indices
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
-    argv = sys.argv[1:] if args is None else args
+    # jsonargparse's own switch for its tracebacks, for this call only: main() may be called again in-process
+    with unittest.mock.patch.dict(os.environ, {"JSONARGPARSE_DEBUG": "true"} if debug else {}):
+        return _run(None if args is None else argv, argv, debug)
+
+
+def _run(args: list[str] | None, argv: list[str], debug: bool) -> ProjectCLI | None:
     try:
         if argv[:1] in (["export"], ["sweep"]):  # commands of their own; torch.onnx or optuna load only for them
             importlib.import_module(f"linreg_pl.{argv[0]}").main(argv[1:])

@@ -3,13 +3,9 @@
     python -m linreg_pl export --ckpt_path CKPT --output model.onnx
 
 Any module whose `forward` `torch.export` can trace: inputs named after `forward`'s parameters, batch dimension free;
-outputs `predictions`, `predictions_0`, ... (a tuple) or a dict's keys; buffers (preprocessing) inside the file. The
-example input that fixes dtypes and shapes: `--input_shape`, else the module's `example_input_array`, else the first
-predict (or validation) batch of the data module that the run's `config.yaml` names. A dict is matched to `forward`'s
-parameters by name, a tuple in order. Every failure is one `ConfigError` line.
+outputs `predictions`, `predictions_0`, ... (a tuple) or a dict's keys; buffers (preprocessing) inside the file. Every
+failure is a `ConfigError`: what we check in one line, what torch or a user's class raised with its reason as raised.
 """
-
-from __future__ import annotations
 
 import argparse
 import contextlib
@@ -22,17 +18,17 @@ import pydoc
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
+from jsonargparse import ArgumentParser
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
-from linreg_pl.checkpoints import read_checkpoint
+from linreg_pl.checkpoint_io import read_checkpoint
 from linreg_pl.errors import ConfigError
 
 FORMATS = {".onnx": "ONNX", ".pt2": "torch.export"}
@@ -43,8 +39,7 @@ ONNX_EXPORT_NEEDS = ("onnx", "onnxscript")  # what the exporter imports; onnxrun
 QUIET_LOGGERS = ("torch.onnx._internal.exporter._registration", "torch.fx.experimental.symbolic_shapes")
 
 
-@dataclass
-class Exported:
+class Exported(NamedTuple):
     """What `export_model` wrote: the file, each input's and output's name, dtype and shape after the batch."""
 
     path: Path
@@ -75,22 +70,18 @@ def export_model(
     model = copy.deepcopy(model).cpu().eval()  # the caller's model stays as it is
     names = input_names(model)
     example = forward_inputs(model, example, "the example input", exact=True)
-    if not all(isinstance(t, Tensor) for t in example):
+    if len(example) != len(names) or not all(isinstance(t, Tensor) for t in example):
+        kinds = ", ".join(type(value).__name__ for value in example)
         raise ConfigError(
-            f"cannot export {type(model).__name__}: the example input must be a tensor, a tuple of tensors (one per "
-            f"input of forward: {', '.join(names)}) or a dict of them by name; give --input_shape"
-        )
-    if len(example) != len(names):
-        raise ConfigError(
-            f"cannot export {type(model).__name__}: forward takes {len(names)} inputs ({', '.join(names)}), "
-            f"the example has {len(example)}"
+            f"cannot export {type(model).__name__}: forward takes {len(names)} inputs ({', '.join(names)}); the "
+            f"example input must be a tensor per input, in a tuple or a dict by name, not ({kinds}); give --input_shape"
         )
     # a batch of 2: torch.export takes a size-1 dimension for the constant 1, and would not make it dynamic
     example = tuple(torch.zeros((2, *t.shape[1:]), dtype=t.dtype) for t in example)
     batch = torch.export.Dim("batch", min=1)
     dynamic_shapes = {name: {0: batch} for name in names}
-    # a failed trace also prints its partial graph to stderr: the reason is reported in one line
-    with _one_line("torch.export", model), _quiet_torch_export(), contextlib.redirect_stderr(io.StringIO()):
+    # a failed trace also prints its partial graph to stderr: the reason is reported in the error
+    with _reported("torch.export", model), _quiet_torch_export(), contextlib.redirect_stderr(io.StringIO()):
         with torch.no_grad():
             results = model(*example)
         program = torch.export.export(model, example, dynamic_shapes=dynamic_shapes)
@@ -99,7 +90,7 @@ def export_model(
     if suffix == ".pt2":
         torch.export.save(program, output)
     else:
-        with _quiet_torch_export(), _one_line("the ONNX exporter", model):
+        with _quiet_torch_export(), _reported("the ONNX exporter", model):
             # dynamo=True: the legacy exporter is deprecated (a warning a call); the module, not the program traced
             # above, so the batch dimension keeps its name; one self-contained file; no progress line per step
             torch.onnx.export(model, example, output, dynamo=True, input_names=names, output_names=list(outputs),
@@ -114,8 +105,7 @@ def forward_inputs(model: nn.Module, batch: Any, source: str, exact: bool = Fals
     `exact`, all: an example holds nothing else), a tensor as the one input. `source`: where it came from."""
     names = input_names(model)
     if isinstance(batch, Mapping):
-        missing = [name for name in names if name not in batch]
-        if missing:
+        if any(name not in batch for name in names):
             raise ConfigError(
                 f"cannot export {type(model).__name__}: forward takes ({', '.join(names)}), {source} is a dict of "
                 f"({', '.join(map(str, batch))}); name its keys after forward's parameters"
@@ -128,40 +118,37 @@ def forward_inputs(model: nn.Module, batch: Any, source: str, exact: bool = Fals
 
 
 @contextmanager
-def _one_line(what: str, model: nn.Module) -> Iterator[None]:
-    """Any exception inside as one `ConfigError` line: its first line (the rest is torch's guide to rewriting)."""
+def _reported(what: str, model: nn.Module) -> Iterator[None]:
+    """Any exception inside as a `ConfigError` that names what failed, with torch's reason as raised."""
     try:
         yield
     except ConfigError:
         raise
     except Exception as error:
-        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise ConfigError(f"{what} cannot export {type(model).__name__}: {reason}") from None
+        raise ConfigError(f"{what} cannot export {type(model).__name__}: {type(error).__name__}: {error}") from None
 
 
 def _outputs(results: Any) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
     """Each output's name, dtype and shape after the batch dimension, in the order the file returns them."""
-    named = (
-        {"predictions": results}
-        if isinstance(results, Tensor)
-        else {str(k): v for k, v in results.items()}
-        if isinstance(results, Mapping)
-        else {f"predictions_{i}": v for i, v in enumerate(results)}
-    )
-    return {name: (value.dtype, tuple(value.shape[1:])) for name, value in named.items()}
+    if isinstance(results, Tensor):
+        results = {"predictions": results}
+    elif not isinstance(results, Mapping):
+        results = {f"predictions_{i}": value for i, value in enumerate(results)}
+    return {str(name): (value.dtype, tuple(value.shape[1:])) for name, value in results.items()}
 
 
 @contextmanager
 def _quiet_torch_export() -> Iterator[None]:
-    """Silence, during the export only, what torch 2.13's exporters print that no user can act on: the ONNX
-    registry's "torchvision is not installed" warnings, torch's own `LeafSpec` FutureWarning from inside
-    `run_decompositions`, and a failed trace's partial graph (the failure itself is reported in one line)."""
+    """Silence, during the export only, what torch 2.13's exporters print that no user can act on: `QUIET_LOGGERS`,
+    torch's own `LeafSpec` FutureWarning from inside `run_decompositions`, the ONNX exporter's note that inputs share
+    the batch dimension."""
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     try:
         for name in levels:
             logging.getLogger(name).setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
+            warnings.filterwarnings("ignore", message="# The axis name: batch will not be used", category=UserWarning)
             yield
     finally:
         for name, level in levels.items():
@@ -190,17 +177,15 @@ def main(args: list[str]) -> Path:
 
 
 def _example_input(model: LightningModule, path: str, input_shape: str | None) -> Any:
-    """An input batch for `model.forward` (see the module's docstring for where it comes from)."""
+    """An input batch for `model.forward`, which fixes dtypes and shapes: `--input_shape`, else the module's
+    `example_input_array`, else the first predict (or validation) batch of the data module in the run's config.yaml."""
     if input_shape is not None:
-        try:
-            shape = tuple(int(size) for size in input_shape.split(","))
-        except ValueError:
-            shape = ()
-        if not shape or min(shape) < 1:
+        sizes = input_shape.split(",")
+        if not all(size.strip().isdecimal() and int(size) >= 1 for size in sizes):
             raise ConfigError(
                 f"--input_shape must be sizes >= 1 separated by commas, e.g. 2 or 3,32,32; got {input_shape!r}"
             )
-        return torch.zeros(2, *shape)
+        return torch.zeros(2, *map(int, sizes))
     if model.example_input_array is not None:
         return forward_inputs(model, model.example_input_array, "its example_input_array", exact=True)
     datamodule = _from_run_config(path, "data", LightningDataModule)
@@ -229,9 +214,10 @@ def _module(path: str) -> LightningModule:
         raise ConfigError(f"checkpoint {path!r} names {class_path}, which is not a LightningModule importable here")
     try:
         return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch's "size mismatch for linear.weight ...", an init argument refused
-        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        raise ConfigError(f"checkpoint {path!r} does not rebuild its {cls.__name__}: {reason}") from None
+    except Exception as error:  # torch's "size mismatch for linear.weight ...", an init argument refused: as raised
+        raise ConfigError(
+            f"checkpoint {path!r} does not rebuild its {cls.__name__}: {type(error).__name__}: {error}"
+        ) from None
 
 
 def _from_run_config(path: str, key: str, base: type) -> Any:
@@ -246,8 +232,6 @@ def _from_run_config(path: str, key: str, base: type) -> Any:
         raise ConfigError(f"cannot read {config_path}: {type(error).__name__}") from None
     if not (section := saved.get(key) if isinstance(saved, dict) else None):
         return None
-    from jsonargparse import ArgumentParser
-
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(base, key, required=True)
     what = "data module" if key == "data" else "module"
@@ -272,7 +256,6 @@ def _first_batch(datamodule: LightningDataModule) -> tuple[str, Any]:
                 continue  # Lightning's "`predict_dataloader` must be implemented", or an empty split
     except ConfigError:
         raise
-    except Exception as error:  # the user's data module failed: its own words, one line
-        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        raise ConfigError(f"{name} gives no example input: {type(error).__name__}: {reason}") from None
+    except Exception as error:  # the user's data module failed: its own words, as raised
+        raise ConfigError(f"{name} gives no example input: {type(error).__name__}: {error}") from None
     raise ConfigError(f"{name} has no predict or validation batch to take an example input from")

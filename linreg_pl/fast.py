@@ -1,14 +1,10 @@
-"""A speed-up for small models that reaches into Lightning's internals; `linreg_pl/base.yaml` turns it on with
-`trainer.profiler: linreg_pl.fast.LightningOverheadCuts`. To remove it: delete this file and that line.
+"""A speed-up for small models that reaches into Lightning's internals, on by `trainer.profiler:
+linreg_pl.fast.LightningOverheadCuts` in `linreg_pl/base.yaml`. To remove it: delete this file and that line.
 
-A step of the default experiment is a few microseconds of arithmetic; the rest is Lightning's bookkeeping. Lightning
-wraps ~40 hook calls a step in `trainer.profiler.profile(name)`, and its default `PassThroughProfiler` builds a context
-manager for each; here one shared do-nothing context serves them all. Measured, with the cuts tried and dropped (they
-changed users' objects: a class swap broke pickling the module, hiding callbacks' unused hooks altered callbacks during
-a run), by `python benchmarks/throughput.py --sections cuts` (figures in docs/speed.md).
+Lightning wraps ~40 hook calls a step in `trainer.profiler.profile(name)`, and its `PassThroughProfiler` builds a
+context manager for each. Measured, with two cuts tried and dropped because they changed users' objects (a class swap,
+hidden callback hooks), by `python benchmarks/throughput.py --sections cuts` (docs/speed.md).
 """
-
-from __future__ import annotations
 
 import contextlib
 

@@ -4,8 +4,7 @@ every run under its own key: `--predictions.path out.csv` chooses the file, `--p
     python -m linreg_pl predict --config configs/default.yaml --ckpt_path last
 """
 
-from __future__ import annotations
-
+import contextlib
 import csv
 import heapq
 import itertools
@@ -87,8 +86,10 @@ class PredictionWriter(BasePredictionWriter):
 
     def _merge(self, path: Path, world_size: int) -> None:
         parts = [path.with_name(f"{path.name}.part-{rank}") for rank in range(world_size)]
-        handles = [part.open(newline="") for part in parts if part.exists() and part.stat().st_size]
-        try:
+        with contextlib.ExitStack() as stack:
+            handles = [
+                stack.enter_context(part.open(newline="")) for part in parts if part.exists() and part.stat().st_size
+            ]
             firsts = [handle.readline() for handle in handles]
             json_lines = any(line.startswith(JSON_START) for line in firsts)
             headers = set() if json_lines else {line for line in firsts if line}
@@ -106,9 +107,6 @@ class PredictionWriter(BasePredictionWriter):
                     if (row := _row(line)) != previous:  # a row a sampler padded in is written once
                         output.write(line)
                         count, previous = count + 1, row
-        finally:
-            for handle in handles:
-                handle.close()
         for part in parts:
             part.unlink(missing_ok=True)
         self.written.append(str(path))
@@ -169,13 +167,11 @@ def _lines(prediction: Any) -> tuple[list[str] | None, list[Any]]:
 
 def prediction_columns(prediction: Any) -> tuple[list[str], list[Tensor]]:
     """Column names and 1-D columns of a `predict_step` output of tensors; `TypeError` for anything else."""
-    named = (
-        {str(k): v for k, v in prediction.items()}
-        if isinstance(prediction, Mapping)
-        else {f"prediction_{i}": v for i, v in enumerate(prediction)}
-        if isinstance(prediction, Sequence) and not isinstance(prediction, str)
-        else {"prediction": prediction}
-    )
+    named = {"prediction": prediction}
+    if isinstance(prediction, Mapping):
+        named = {str(k): v for k, v in prediction.items()}
+    elif isinstance(prediction, Sequence) and not isinstance(prediction, str):
+        named = {f"prediction_{i}": v for i, v in enumerate(prediction)}
     names, columns = [], []
     for name, value in named.items():
         if not isinstance(value, Tensor) or value.ndim == 0:
@@ -207,6 +203,4 @@ def _cells(column: Tensor) -> list[Any]:
 
 
 def _row(line: str) -> int:
-    if line.startswith(JSON_START):
-        return int(line[len(JSON_START) : line.index(",")])
-    return int(line.split(",", 1)[0])
+    return int(line.removeprefix(JSON_START).split(",", 1)[0])  # a CSV line's first cell, a JSON line's "row"

@@ -1,13 +1,10 @@
-"""Where runs land, and `--ckpt_path last|best` across them.
-
-Each run gets `<root>/<name>/version_N` (`--trainer.default_root_dir`, the logger's name), reserved with `os.mkdir`
-before anything is written: Lightning's CSV and TensorBoard loggers pick N by listing the directory, so runs started
-together could share one. A logger's relative `save_dir` is under `<root>`; other layouts (MLflow, W&B) are left
-alone. Each run being new, Lightning's `ckpt_path="last"` would look only in the new, empty run: here `last` is the
-newest `last*.ckpt` or `interrupted.ckpt` among the runs, `best` the best one the newest run's monitor recorded.
+"""Where runs land, and `--ckpt_path last|best` across them. Each run gets `<root>/<name>/version_N`
+(`--trainer.default_root_dir`, the logger's name), reserved with `os.mkdir` before anything is written: Lightning's
+CSV and TensorBoard loggers pick N by listing the directory, so runs started together could share one. A logger's
+relative `save_dir` is under `<root>`; other layouts (MLflow, W&B) are left alone. Each run being new, Lightning's
+`ckpt_path="last"` would look only in the new, empty run: here `last` is the newest `last*.ckpt` or `interrupted.ckpt`
+among the runs, `best` the best one the newest run's monitor recorded.
 """
-
-from __future__ import annotations
 
 import glob
 import os
@@ -22,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from linreg_pl.errors import ConfigError
 
+VERSIONED = (CSVLogger, TensorBoardLogger)  # the loggers that number their runs version_N
 RUNS_NAME = "lightning_logs"  # the runs' folder without a logger, as Lightning's own loggers name it
 
 
@@ -31,11 +29,9 @@ def place_run(trainer: Namespace) -> tuple[list[tuple[Namespace, str, Any]], str
     change, and the directory (None: `fast_dev_run`, another process, a version given, another layout)."""
     loggers = _versioned_loggers(trainer)
     given = [(args, key, args.get(key)) for args in loggers for key in ("save_dir", "version")]
-    _under_root(trainer, loggers)
-    if trainer.get("fast_dev_run"):
-        return given, None
-    runs = _runs_directory(trainer, loggers)
-    if rank_zero_only.rank != 0 or runs is None or any(args.get("version") is not None for args in loggers):
+    runs = _runs_directory(trainer, _under_root(trainer, loggers))
+    versioned = any(args.get("version") is not None for args in loggers)
+    if trainer.get("fast_dev_run") or rank_zero_only.rank != 0 or runs is None or versioned:
         return given, None
     os.makedirs(runs, exist_ok=True)
     taken = [int(m.group(1)) for name in os.listdir(runs) if (m := re.fullmatch(r"version_(\d+)", name))]
@@ -58,11 +54,8 @@ def find_checkpoint(name: str, trainer: Namespace, subcommand: str | None) -> st
     runs = _runs_directory(trainer, _under_root(trainer, _versioned_loggers(trainer)))
     if runs is None:
         return name
-    candidates = [
-        path
-        for path in glob.glob(os.path.join(glob.escape(runs), "version_*", "checkpoints", "*.ckpt"))
-        if re.fullmatch(r"last.*\.ckpt|interrupted\.ckpt", os.path.basename(path))
-    ]
+    found = glob.glob(os.path.join(glob.escape(runs), "version_*", "checkpoints", "*.ckpt"))
+    candidates = [path for path in found if re.fullmatch(r"last.*\.ckpt|interrupted\.ckpt", os.path.basename(path))]
     if not candidates and subcommand != "fit":
         raise ConfigError(f"--ckpt_path {name}: no checkpoint under {runs} yet; fit first")
     if not candidates:
@@ -85,7 +78,11 @@ def find_checkpoint(name: str, trainer: Namespace, subcommand: str | None) -> st
 def _versioned_loggers(trainer: Namespace) -> list[Namespace]:
     """The init_args of the loggers of the <save_dir>/<name>/version_N layout (CSV, TensorBoard, subclasses)."""
     logger = trainer.get("logger")
-    return [lg.init_args for lg in (logger if isinstance(logger, list) else [logger]) if _versioned(lg)]
+    loggers = [lg for lg in (logger if isinstance(logger, list) else [logger]) if isinstance(lg, Namespace)]
+    classes = [pydoc.locate(str(lg.get("class_path"))) for lg in loggers]
+    return [
+        lg.init_args for lg, c in zip(loggers, classes, strict=True) if isinstance(c, type) and issubclass(c, VERSIONED)
+    ]
 
 
 def _under_root(trainer: Namespace, loggers: list[Namespace]) -> list[Namespace]:
@@ -100,8 +97,3 @@ def _runs_directory(trainer: Namespace, loggers: list[Namespace]) -> str | None:
     if trainer.get("logger") is False:
         return os.path.join(trainer.get("default_root_dir") or ".", RUNS_NAME)
     return os.path.join(loggers[0].save_dir, loggers[0].get("name") or "") if loggers else None
-
-
-def _versioned(logger: Any) -> bool:
-    cls = pydoc.locate(str(logger.get("class_path"))) if isinstance(logger, Namespace) else None
-    return isinstance(cls, type) and issubclass(cls, (CSVLogger, TensorBoardLogger))

@@ -12,7 +12,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from user_models import Classifier
 
-from linreg_pl.checkpoints import read_checkpoint
+from linreg_pl.checkpoint_io import read_checkpoint
 from linreg_pl.cli import main
 
 
@@ -124,6 +124,18 @@ def test_directories_and_urls_are_lightnings_to_read(isolated):
     (isolated / "sharded.ckpt").mkdir()  # FSDP and DeepSpeed write a directory
     assert read_checkpoint(str(isolated / "sharded.ckpt")) is None
     assert read_checkpoint("s3://bucket/run/last.ckpt") is None
+
+
+def test_a_checkpoint_in_torchs_legacy_format_is_read_and_one_in_the_zip_format_memory_mapped(tmp_path, monkeypatch):
+    checkpoint = {"state_dict": {"w": torch.arange(4.0)}, "epoch": 3}
+    torch.save(checkpoint, tmp_path / "legacy.ckpt", _use_new_zipfile_serialization=False)  # torch < 1.6's format
+    torch.save(checkpoint, tmp_path / "zip.ckpt")
+    mmaps, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: mmaps.append(kwargs["mmap"]) or real_load(*args, **kwargs))
+    for name in ("legacy.ckpt", "zip.ckpt"):
+        read = read_checkpoint(str(tmp_path / name))
+        assert torch.equal(read["state_dict"]["w"], torch.arange(4.0)) and read["epoch"] == 3
+    assert mmaps == [False, True]
 
 
 class Unrecorded(LightningModule):

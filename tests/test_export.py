@@ -298,3 +298,36 @@ def test_a_tuple_example_input_array_gives_one_named_input_per_forward_parameter
         with torch.no_grad():
             actual = torch.export.load(exported.path).module()(features, store)
     torch.testing.assert_close(actual, expected)
+
+
+@pytest.mark.parametrize(
+    "example, got",
+    [((torch.zeros(2, 3),), "Tensor"), ((torch.zeros(2, 3), [0, 1]), "Tensor, list"), ((1.0, 2.0), "float, float")],
+)
+def test_an_example_input_that_does_not_fit_forward_is_one_line_naming_what_it_takes(tmp_path, example, got):
+    from user_models import StoreRegressor
+
+    with pytest.raises(ConfigError) as error:
+        export_model(StoreRegressor(), example, tmp_path / "model.pt2")
+    assert str(error.value) == (
+        "cannot export StoreRegressor: forward takes 2 inputs (features, store); the example input must be a tensor "
+        f"per input, in a tuple or a dict by name, not ({got}); give --input_shape"
+    )
+    assert not (tmp_path / "model.pt2").exists()
+
+
+class DataDependentBranch(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x * 2 if bool(x.sum() > 0) else x  # a branch on the data's values: torch.export cannot trace it
+
+
+def test_a_module_torch_export_cannot_trace_is_a_config_error_with_torchs_reason_as_raised(tmp_path, capfd):
+    with pytest.raises(ConfigError) as error:
+        export_model(DataDependentBranch(), torch.ones(2, 3), tmp_path / "model.pt2")
+    # torch's message whole, as torch raised it (16 lines of advice in torch 2.13)
+    assert str(error.value).startswith(
+        "torch.export cannot export DataDependentBranch: GuardOnDataDependentSymNode: Could not guard on "
+        "data-dependent expression"
+    )
+    assert capfd.readouterr().err == ""  # torch's partial graph is not printed beside it
+    assert not (tmp_path / "model.pt2").exists()
