@@ -172,3 +172,23 @@ def test_a_link_between_the_pages_points_at_a_file(page, target):
     assert file.exists(), f"{page} links to {target}: no such file"
     if anchor:
         assert anchor in _anchors(file), f"{page} links to {target}: no such heading in {file.name}"
+
+
+def python_lines(paths) -> int:
+    """What `wc -l` gives for these files."""
+    return sum(path.read_bytes().count(b"\n") for path in paths)
+
+
+def test_the_readmes_table_states_the_measured_lines_and_the_core_keeps_to_1200():
+    package = ROOT / "linreg_pl"
+    aliases = [package / f"{name}.py" for name in ("data", "model", "streaming")]  # the example's old class paths
+    core = [p for p in package.glob("*.py") if p not in aliases and p.name != "sweep.py"]
+    measured = {
+        "core (keep)": python_lines(core),
+        "the sweep command": python_lines([package / "sweep.py"]),
+        "example (linear regression)": python_lines([*EXAMPLE.glob("*.py"), *aliases]),
+    }
+    rows = {row.split(" | ")[0].strip("| "): row.split(" | ")[-1] for row in PAGES[0].read_text().splitlines()}
+    for part, lines in measured.items():
+        assert rows[part].strip("| ").startswith(f"{lines:,}"), (part, lines, rows[part])
+    assert measured["core (keep)"] <= 1200  # issue 26: the core's budget, docstrings included
