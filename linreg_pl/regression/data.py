@@ -215,12 +215,14 @@ class RegressionDataModule(LightningDataModule):
 
     @property
     def standardization(self) -> dict[str, list] | None:
-        """Statistics of the training split for `LinearRegression(standardization=...)`, or None."""
-        if not self.standardize:
-            return None
+        """Statistics of the training split for `LinearRegression(standardization=...)`. Not standardising, the
+        design's factor alone: the model neither standardises nor whitens with it, but finishes a lasso with it
+        (its `_lasso_step`), so that the checkpoint's weights are exactly sparse where the exact lasso is."""
         statistics = NormalEquations()
         features, targets = self._load_splits()["train"][:2]
         statistics.update(features, targets)
+        if not self.standardize:
+            return {"factor": statistics.standardization()["factor"]}
         # the model keeps SGD's steps stable along the direction of the row of largest leverage (see its
         # `_step_scale`): a second pass, over the rows in memory
         return {**statistics.standardization(), "largest_leverage": [largest_leverage(statistics, features)]}
@@ -424,14 +426,8 @@ class TableRegressionDataModule(RegressionDataModule):
 
     @property
     def standardization(self) -> dict[str, list[float]] | None:
-        """Statistics of the training split for `LinearRegression(standardization=...)`. Not standardising, the
-        design's factor alone: the model does not whiten with it, but finishes an averaged lasso with it (its
-        `_lasso_step`), so that the checkpoint's weights are exactly sparse in raw units too."""
+        """As `RegressionDataModule.standardization`, for the table's encoded columns."""
         self.encoding  # noqa: B018 (from a checkpoint, an AttributeError: the link is left alone)
-        if not self.standardize:
-            statistics = NormalEquations()
-            statistics.update(*self._load_splits()["train"][:2])
-            return {"factor": statistics.standardization()["factor"]}
         return super().standardization
 
     @property

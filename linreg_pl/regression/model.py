@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
@@ -38,6 +37,10 @@ from linreg_pl.regression.inference import independent_columns
 # A new layout adds a number and a step in `migrate_checkpoint`.
 FORMAT_KEY = "linreg_pl_format"
 FORMAT = 3
+# A lasso checkpoint's `state_dict` holds the finished weights (`_lasso_step`), which test, predict and export use;
+# without a `WeightAveraging` (which keeps them under `current_model_state`) the live weight a resumed fit continues
+# from is kept under this key
+LASSO_LIVE_WEIGHT = "linreg_pl_lasso_live_weight"
 # With a ridge term, the preconditioner is that of the ridge problem with l2 + this (on the standardised weight). It
 # changes the steps' shape only, never the objective. Without one, aliased columns are left out instead.
 _DAMPING = 1e-14
@@ -109,9 +112,10 @@ class LinearRegression(LightningModule):
     preconditioned: it trains the weight of whitened features (`Whiten`, from the factor of the standardised
     features with the ridge term folded in), so correlated columns converge as fast as independent ones; the
     optimiser is unchanged and the model still maps raw features to raw-unit predictions. With an L1 term the
-    proximal step needs the penalty's own coordinates, so it is not preconditioned; when its weights are
-    averaged (`TailWeightAveraging`, a `WeightAveraging`), the average, which is never exactly sparse, is
-    finished by one exact proximal-gradient step of the lasso (from the same statistics; see `_lasso_step`).
+    proximal step needs the penalty's own coordinates, so it is not preconditioned; the weights it ends with
+    (an average of iterates under `TailWeightAveraging`, which is never exactly sparse, or the last iterate, whose
+    minibatch noise can leave an unused weight off 0) are finished by one exact proximal-gradient step of the
+    lasso from the statistics' factor (see `_lasso_step`), at the end of `fit` and in every checkpoint.
 
     Under `--trainer.precision 64-true` the fixed layers are rebuilt in float64 from the statistics in `setup`
     (Lightning's precision plugin would only widen their float32 values).
@@ -127,7 +131,7 @@ class LinearRegression(LightningModule):
         standardization: training-split statistics `{"feature_mean": [...], "feature_scale": [...],
             "target_mean": [m], "target_scale": [s]}` (the CLI links them from the data module), or None
             to train on raw values; a table's `factor` (the QR factor of its design) with them preconditions SGD,
-            and alone (a table not standardised) only finishes an averaged lasso (`_lasso_step`). With them the
+            and alone (data not standardised) only finishes a lasso (`_lasso_step`). With them the
             model still takes raw features and predicts in the target's original units: `Standardize` layers
             are part of the network and of its checkpoint.
         feature_names: the name of each input column, in input order (the CLI links them from a table's
@@ -294,10 +298,12 @@ class LinearRegression(LightningModule):
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[FORMAT_KEY] = FORMAT
-        # a `WeightAveraging` checkpoint: `state_dict` holds the average (what test, predict and export use),
-        # `current_model_state` the live weights (what a resumed run continues from, untouched)
-        if "current_model_state" in checkpoint and self._finishes_lasso():
+        # `state_dict` gets the finished lasso (what test, predict and export use); the live weights a resumed run
+        # continues from stay untouched: a `WeightAveraging` keeps them under `current_model_state`, else we do
+        if self._finishes_lasso():
             state = checkpoint["state_dict"]
+            if "current_model_state" not in checkpoint:
+                checkpoint[LASSO_LIVE_WEIGHT] = state["linear.weight"].detach().clone()
             state["linear.weight"] = self._lasso_step(state["linear.weight"])
 
     def __getstate__(self) -> dict[str, Any]:
@@ -316,6 +322,9 @@ class LinearRegression(LightningModule):
         were trained with them, whatever the data module at hand computes (or not)."""
         migrate_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
+        live = checkpoint.get(LASSO_LIVE_WEIGHT)
+        if live is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            state["linear.weight"] = live  # resuming: from the live weight, not the finished one
         for name in ("standardize", "target"):
             mean, scale = state.get(f"{name}.mean"), state.get(f"{name}.scale")
             if (mean is None) != (getattr(self, name).mean is None):
@@ -406,8 +415,7 @@ class LinearRegression(LightningModule):
 
     def _finishes_lasso(self) -> bool:
         statistics = self._statistics or {}
-        averaged = any(isinstance(c, WeightAveraging) for c in self.trainer.callbacks)
-        return bool(self.l1_strength) and averaged and statistics.get("factor") is not None
+        return bool(self.l1_strength) and statistics.get("factor") is not None
 
     def _lasso_step(self, weight: Tensor) -> Tensor:
         """One proximal-gradient step of the lasso (elastic net) in standardised units from `weight` [1, d]:
@@ -415,9 +423,9 @@ class LinearRegression(LightningModule):
         factor and η = 1/L, L the largest curvature of f.
 
         The lasso optimum is this map's fixed point and the map is non-expansive, so it moves an average of the
-        iterates no further from the optimum than it was, and sets a weight to exactly 0 where the optimality
-        condition |∇f_j| <= l1 says so at the average (an irrelevant feature's average is noise of order the
-        lr, well inside the threshold η·(l1 - |∇f_j|)). Thresholding the average by lr·l1 instead would zero
+        iterates, or the last iterate, no further from the optimum than it was, and sets a weight to exactly 0
+        where the optimality condition |∇f_j| <= l1 says so there (an irrelevant feature's weight is noise of
+        order the lr, well inside the threshold η·(l1 - |∇f_j|)). Thresholding by lr·l1 instead would zero
         nothing once a schedule has taken the lr to ~0."""
         design, target = standardized_factor(self._statistics, self.linear.bias is not None)
         w = weight.detach().to("cpu", torch.float64).reshape(-1)

@@ -125,3 +125,37 @@ def test_ddp_streaming_trains_the_experiment(isolated):
     state = torch.load(version_dir(isolated, 0) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert (state["linear.weight"][0] - torch.tensor([2.0, -3.4])).abs().max() < 0.01
     assert abs(state["linear.bias"].item() - 4.2) < 0.01
+
+
+INFERENCE = ("optimum", "std_error", "std_error_hc3", "t_value", "p_value", "ci_low", "ci_high")
+
+
+def run_files(root, version: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """parameters.csv's inference columns (by column, in parameter order) and summary.csv of a run."""
+    with open(version_dir(root, version) / "parameters.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(version_dir(root, version) / "summary.csv") as handle:
+        summary = {row["statistic"]: float(row["value"]) for row in csv.DictReader(handle)}
+    return {column: [float(row[column]) for row in rows] for column in INFERENCE}, summary
+
+
+@pytest.mark.slow  # 2 processes started by Lightning, twice
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+def test_ddp_writes_the_inference_of_one_process(streamed, isolated):
+    # a table with a text column; streamed: 400 rows in chunks of 300 bytes (~40: each process needs a validation
+    # chunk), shared out to the 2 processes, HC3's pass over the training chunks on the process that writes the files
+    from test_inference import houses, write_csv
+
+    write_csv(isolated / "houses.csv", ["area", "rooms", "age", "city", "price"], houses(400))
+    config = "table-stream.yaml" if streamed else "csv.yaml"
+    table = ["--config", str(ROOT / "configs" / config), "--data.path", "houses.csv", "--data.target", "price"]
+    table += ["--trainer.max_epochs", "2", *(["--data.chunk_bytes", "300"] if streamed else [])]
+    ddp = ["--config", str(ROOT / "configs" / "ddp.yaml"), "--trainer.accelerator", "cpu"]
+    run_ddp("fit", *table, *ddp, cwd=isolated)
+    run_cli("fit", *table)
+    (ddp_parameters, ddp_summary), (parameters, summary) = run_files(isolated, 0), run_files(isolated, 1)
+    assert list(ddp_summary) == list(summary) and summary["rows"] > 250  # measured: the same bits, both ways
+    for name, value in summary.items():
+        assert ddp_summary[name] == pytest.approx(value, rel=1e-9, abs=0), name
+    for column, values in parameters.items():
+        assert ddp_parameters[column] == pytest.approx(values, rel=1e-9, abs=0), column
