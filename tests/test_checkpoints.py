@@ -131,7 +131,9 @@ def test_a_checkpoint_in_torchs_legacy_format_is_read_and_one_in_the_zip_format_
     torch.save(checkpoint, tmp_path / "legacy.ckpt", _use_new_zipfile_serialization=False)  # torch < 1.6's format
     torch.save(checkpoint, tmp_path / "zip.ckpt")
     mmaps, real_load = [], torch.load
-    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: mmaps.append(kwargs["mmap"]) or real_load(*args, **kwargs))
+    monkeypatch.setattr(
+        torch, "load", lambda *args, **kwargs: mmaps.append(kwargs["mmap"]) or real_load(*args, **kwargs)
+    )
     for name in ("legacy.ckpt", "zip.ckpt"):
         read = read_checkpoint(str(tmp_path / name))
         assert torch.equal(read["state_dict"]["w"], torch.arange(4.0)) and read["epoch"] == 3

@@ -57,12 +57,19 @@ def check_split_arguments(owner: str, batch_size: int, val_fraction: float, test
 
 
 def split_sizes(
-    owner: str, total: int, val_fraction: float, test_fraction: float, min_train: int, unit: str, remedy: str
+    owner: str,
+    total: int,
+    val_fraction: float,
+    test_fraction: float,
+    min_train: int,
+    unit: str,
+    remedy: str,
+    min_held_out: int = 1,
 ) -> tuple[int, int, int]:
     """(train, val, test) counts of `total` units (examples, or chunks when streaming).
 
-    Training keeps at least `min_train` units; a split whose fraction is > 0 gets at least one.
-    `remedy` names what the user can change to get more units.
+    Training keeps at least `min_train` units; a split whose fraction is > 0 gets at least `min_held_out` (2
+    examples: the R² a split reports needs two). `remedy` names what the user can change to get more units.
     """
     num_val, num_test = round(total * val_fraction), round(total * test_fraction)
     num_train = total - num_val - num_test
@@ -72,9 +79,10 @@ def split_sizes(
             f"fewer than {min_train}; {remedy}"
         )
     for field, fraction, size in (("val", val_fraction, num_val), ("test", test_fraction, num_test)):
-        if fraction > 0 and size == 0:
+        if fraction > 0 and size < min_held_out:
+            got = "none" if size == 0 else f"{size}, and its R² needs at least {min_held_out}"
             raise ConfigError(
-                f"{owner}: {field}_fraction {fraction} of {total} {unit} is none; {remedy}, "
+                f"{owner}: {field}_fraction {fraction} of {total} {unit} is {got}; {remedy}, "
                 f"a larger {field}_fraction, or 0 to have no {field} split"
             )
     return num_train, num_val, num_test
@@ -211,6 +219,7 @@ class RegressionDataModule(LightningDataModule):
             min_train=1,
             unit="examples",
             remedy="use more examples",
+            min_held_out=2,
         )
 
     @property
@@ -528,6 +537,8 @@ class TableRegressionDataModule(RegressionDataModule):
         rows = np.flatnonzero(~unusable)
         if not len(rows):
             raise ConfigError(f"{self.test_path}: no row can be scored: each misses a value or has an unseen level")
+        if len(rows) == 1:
+            raise ConfigError(f"{self.test_path}: 1 row can be scored, and the R² it reports needs at least 2")
         return torch.from_numpy(encoded.features[rows]), torch.from_numpy(targets[rows]), torch.from_numpy(rows)
 
 

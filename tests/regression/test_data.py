@@ -9,6 +9,7 @@ from example_helpers import (
     no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
 )
 
+from linreg_pl.errors import ConfigError
 from linreg_pl.regression.batches import BatchIndexSampler, TensorBatchLoader, gather
 from linreg_pl.regression.data import SyntheticRegressionDataModule
 
@@ -44,6 +45,28 @@ def test_splits_are_fractions_of_num_examples_disjoint_and_complete():
     rows = {split: datamodule.splits[split][2] for split in ("train", "val", "test")}
     assert [len(rows[s]) for s in ("train", "val", "test")] == [700, 100, 200]
     assert torch.equal(torch.cat(list(rows.values())).sort().values, torch.arange(1000))
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        (
+            {"num_examples": 12, "val_fraction": 0.1},
+            "val_fraction 0.1 of 12 examples is 1, and its R² needs at least 2; use more examples, a larger "
+            "val_fraction, or 0 to have no val split",
+        ),
+        (
+            {"num_examples": 12, "val_fraction": 0.5, "test_fraction": 0.02},
+            "test_fraction 0.02 of 12 examples is none; use more examples, a larger test_fraction, or 0 to have no "
+            "test split",
+        ),
+    ],
+)
+def test_a_held_out_split_too_small_for_its_metrics_is_one_line(sizes, message):
+    # a 1-row validation split made torchmetrics' R² raise "Needs at least two samples" mid-run
+    with pytest.raises(ConfigError) as error:
+        make(**sizes)
+    assert str(error.value) == f"SyntheticRegressionDataModule: {message}"
 
 
 def test_true_w_none_is_drawn_from_the_seed():

@@ -56,18 +56,22 @@ def test_a_held_out_file_is_scored_on_all_its_usable_rows_from_the_checkpoint_al
         assert float(metrics[f"{stage}/{name}"]) == pytest.approx(expected, rel=1e-5), name
 
 
-def test_a_held_out_file_with_no_usable_row_is_a_one_line_error(isolated, capsys):
+def test_a_held_out_file_with_fewer_than_two_usable_rows_is_a_one_line_error(isolated, capsys):
     write_csv(isolated / "train.csv", HEADER, houses(60))
     run_cli("fit", *TABLE, *QUICK, "--data.path", "train.csv")
     ckpt = str(version_dir(isolated) / "checkpoints" / "last.ckpt")
-    write_csv(isolated / "holdout.csv", HEADER, [(100.0, 2, 10.0, "Dublin", 2000.0)])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli("test", *TABLE, "--data.path", "train.csv", "--ckpt_path", ckpt, "--data.test_path", "holdout.csv")
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "linreg-pl: error: holdout.csv: no row can be scored: each misses a value or has an unseen level"
-    )
+    unseen, usable = (100.0, 2, 10.0, "Dublin", 2000.0), (100.0, 2, 10.0, "Cork", 2000.0)
+    expected = {
+        "none.csv": ([unseen], "none.csv: no row can be scored: each misses a value or has an unseen level"),
+        "one.csv": ([unseen, usable], "one.csv: 1 row can be scored, and the R² it reports needs at least 2"),
+    }
+    for name, (rows, message) in expected.items():
+        write_csv(isolated / name, HEADER, rows)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli("test", *TABLE, "--data.path", "train.csv", "--ckpt_path", ckpt, "--data.test_path", name)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"linreg-pl: error: {message}"
 
 
 @pytest.mark.parametrize("subcommand, stage", [("test", "test"), ("validate", "val")])
