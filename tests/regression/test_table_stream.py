@@ -217,10 +217,18 @@ def test_bad_tables_are_one_line_errors(isolated):
         module.standardization  # noqa: B018
 
 
-def test_more_processes_than_training_chunks_is_refused(tables):
+@pytest.mark.parametrize("split, pad", [("train", True), ("val", False), ("test", False)])
+def test_more_processes_than_a_splits_chunks_is_refused_in_one_line(split, pad, tables):
+    # a process with no validation or test chunk had Lightning stop the run with its "zero length" error
     module = streamed(tables[1]["parquet"])
-    with pytest.raises(ConfigError, match="training chunks cannot be shared among 40 processes"):
-        TableChunks(module.table, NUMBERS, "y", module.chunk_splits["train"], 16, num_replicas=40, pad=True)
+    chunks = module.chunk_splits[split]
+    label = {"train": "training"}.get(split, split)
+    with pytest.raises(ConfigError) as error:
+        TableChunks(module.table, NUMBERS, "y", chunks, 16, num_replicas=40, pad=pad, split=f"{label} split")
+    assert str(error.value) == (
+        f"{label} split: {len(chunks)} chunks cannot be shared among 40 processes; write smaller row groups "
+        "(Parquet) or lower chunk_bytes (CSV) to get at least one chunk each"
+    )
 
 
 def test_streamed_text_and_missing_values_as_in_memory_and_predict_from_the_checkpoint_alone(isolated, capsys):
