@@ -2,11 +2,10 @@
 before Lightning loads them; written atomically (`trainer.plugins` in `linreg_pl/base.yaml`). Directories (FSDP,
 DeepSpeed) and other protocols (`s3://`) are Lightning's to read and write.
 
-Lightning's own write moves a temporary file from the system's temp directory with `shutil.move` (a copy across
-filesystems: a partial file if it fails), fsyncs nothing and swallows a `PermissionError`. Here the bytes go to a hidden
-file beside the checkpoint, are fsynced and renamed over it (atomic on POSIX): each checkpoint path holds the previous
-complete file or the new one. What a killed write leaves, `remove_stale_temporaries` deletes at the next run's start.
-"""
+Lightning's own write moves a temporary file from the system's temp directory with `shutil.move` (a partial file if
+a copy across filesystems fails), fsyncs nothing and swallows a `PermissionError`. Here the bytes go to a hidden file
+beside the checkpoint, fsynced and renamed over it (atomic on POSIX); what a killed write leaves is deleted at the
+next run's start (`remove_stale_temporaries`)."""
 
 import contextlib
 import errno
@@ -65,11 +64,10 @@ def cached_checkpoint(path: str, weights_only: bool | None) -> dict[str, Any] | 
 def check_checkpoint(path: str, checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
     """`ConfigError` where a weight has another shape than the model's, which `load_state_dict` refuses whatever
     `strict_loading` says; unsized lazy parameters and keys on one side only are left to Lightning."""
-    state = checkpoint["state_dict"]
     wrong = []
     for key, value in model.state_dict().items():
-        sized = not isinstance(value, UninitializedParameter)
-        if sized and isinstance(saved := state.get(key), torch.Tensor) and saved.shape != value.shape:
+        saved, lazy = checkpoint["state_dict"].get(key), isinstance(value, UninitializedParameter)
+        if isinstance(saved, torch.Tensor) and not lazy and saved.shape != value.shape:
             wrong.append(f"{key} {tuple(saved.shape)} (model has {tuple(value.shape)})")
     if wrong:
         raise ConfigError(f"checkpoint {path!r} belongs to a model of another shape: {'; '.join(wrong)}")
@@ -148,9 +146,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     @override
     def remove_checkpoint(self, path: Any) -> None:
-        super().remove_checkpoint(
-            path
-        )  # Lightning's: a file, or a sharded checkpoint's directory; gone already is no error
+        super().remove_checkpoint(path)  # a file, or a sharded checkpoint's directory; gone already: no error
         if str(path) == self.last_saved:
             self.last_saved = ""
 

@@ -26,15 +26,18 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from typing_extensions import override
 
 from linreg_pl import runs
-from linreg_pl.callbacks import DivergenceError
+from linreg_pl.callbacks import DivergenceError, DivergenceGuard, InterruptCheckpoint, MonitoredMetricsCheck
 from linreg_pl.checkpoint_io import CheckpointWriteError, check_checkpoint, read_checkpoint
 from linreg_pl.errors import ConfigError
+from linreg_pl.predictions import PredictionWriter
 
 PROG = "linreg-pl"
 BASE_CONFIG = Path(__file__).with_name("base.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-# the callbacks every run gets, each under its own key (any Callback); `--<key> null` leaves one out
-FORCED_CALLBACKS = ("last_checkpoint", "divergence_guard", "interrupt_checkpoint", "monitor_check", "predictions")
+# the callbacks every run gets, each under its own key and of its own class; `--<key> null` leaves one out
+FORCED_CALLBACKS = {"last_checkpoint": ModelCheckpoint, "divergence_guard": DivergenceGuard,
+                    "interrupt_checkpoint": InterruptCheckpoint, "monitor_check": MonitoredMetricsCheck,
+                    "predictions": PredictionWriter}  # fmt: skip
 USER_CLASSES = (LightningModule, LightningDataModule, Callback, Logger)  # a user's class that raises when built
 # Lightning's "💡 Tip: try installing <cloud product>" lines: nothing in them to act on
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: not str(r.msg).startswith("💡"))
@@ -58,8 +61,8 @@ class ProjectCLI(LightningCLI):
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for key in FORCED_CALLBACKS:  # defaults in base.yaml
-            parser.add_subclass_arguments(Callback, key, required=False, fail_untyped=False)
+        for key, cls in FORCED_CALLBACKS.items():  # defaults in base.yaml
+            parser.add_subclass_arguments(cls, key, required=False, fail_untyped=False)
         self._parsers = [*getattr(self, "_parsers", []), parser]
 
     @override
@@ -113,7 +116,8 @@ class ProjectCLI(LightningCLI):
         # the guards before the config's callbacks (they see a step first, and put Ctrl-C back first when training
         # ends); last.ckpt after the config's ModelCheckpoints, so the first of those is trainer.checkpoint_callback
         last = [c for c in forced if isinstance(c, ModelCheckpoint)]
-        callbacks = [*(c for c in forced if c not in last), *(given if isinstance(given, list) else [given]), *last]
+        guards = [c for c in forced if not isinstance(c, ModelCheckpoint)]
+        callbacks = [*guards, *(given if isinstance(given, list) else [given]), *last]
         off = trainer.get("enable_checkpointing") is False  # the Trainer refuses a ModelCheckpoint then
         kwargs["callbacks"] = [c for c in callbacks if not (off and isinstance(c, ModelCheckpoint))]
         if trainer.get("logger") is False and self.run_directory:  # no logger to name it: the run's root
@@ -125,8 +129,7 @@ class ProjectCLI(LightningCLI):
 
     def _before_subcommand(self) -> None:
         config = self.config_init[self.subcommand]
-        # unless given: tensors and plain values only (never unpickle arbitrary objects), and predictions in the
-        # predictions file only (not every batch's in memory too)
+        # unless given: load tensors and plain values only (no arbitrary pickles); predictions in their file only
         config["weights_only"] = config.get("weights_only") is not False
         if self.subcommand == "predict":
             config["return_predictions"] = bool(config.get("return_predictions"))
@@ -186,16 +189,16 @@ def main(args: list[str] | None = None) -> ProjectCLI | None:
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
     # jsonargparse's own switch for its tracebacks, for this call only: main() may be called again in-process
     with unittest.mock.patch.dict(os.environ, {"JSONARGPARSE_DEBUG": "true"} if debug else {}):
-        return _run(None if args is None else argv, argv, debug)
+        return _run(argv, debug, from_sys_argv=args is None)
 
 
-def _run(args: list[str] | None, argv: list[str], debug: bool) -> ProjectCLI | None:
+def _run(argv: list[str], debug: bool, from_sys_argv: bool) -> ProjectCLI | None:
     try:
         if argv[:1] in (["export"], ["sweep"]):  # commands of their own; torch.onnx or optuna load only for them
             importlib.import_module(f"linreg_pl.{argv[0]}").main(argv[1:])
             return None
         _check_experiment(argv)
-        cli = build_cli(args)
+        cli = build_cli(None if from_sys_argv else argv)  # LightningCLI warns when given sys.argv's own
         # Lightning leaves the DDP process group open; left to interpreter exit, gloo's threads may be torn down
         # mid-flight (std::terminate, status 134). Closed while every process is here
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -71,10 +71,11 @@ def export_model(
     names = input_names(model)
     example = forward_inputs(model, example, "the example input", exact=True)
     if len(example) != len(names) or not all(isinstance(t, Tensor) for t in example):
+        many = f"set example_input_array to {len(names)} tensors (a tuple, or a dict by name)"
         kinds = ", ".join(type(value).__name__ for value in example)
         raise ConfigError(
-            f"cannot export {type(model).__name__}: forward takes {len(names)} inputs ({', '.join(names)}); the "
-            f"example input must be a tensor per input, in a tuple or a dict by name, not ({kinds}); give --input_shape"
+            f"cannot export {type(model).__name__}: forward takes {len(names)} inputs ({', '.join(names)}), the "
+            f"example is ({kinds}); {'give --input_shape' if len(names) == 1 else many}"
         )
     # a batch of 2: torch.export takes a size-1 dimension for the constant 1, and would not make it dynamic
     example = tuple(torch.zeros((2, *t.shape[1:]), dtype=t.dtype) for t in example)
@@ -139,9 +140,8 @@ def _outputs(results: Any) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
 
 @contextmanager
 def _quiet_torch_export() -> Iterator[None]:
-    """Silence, during the export only, what torch 2.13's exporters print that no user can act on: `QUIET_LOGGERS`,
-    torch's own `LeafSpec` FutureWarning from inside `run_decompositions`, the ONNX exporter's note that inputs share
-    the batch dimension."""
+    """Silence, during the export only, what torch 2.13's exporters print that no user can act on: `QUIET_LOGGERS`, the
+    `LeafSpec` FutureWarning from inside torch's `run_decompositions`, the ONNX note that inputs share a batch axis."""
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     try:
         for name in levels:
@@ -216,7 +216,7 @@ def _module(path: str) -> LightningModule:
         return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch's "size mismatch for linear.weight ...", an init argument refused: as raised
         raise ConfigError(
-            f"checkpoint {path!r} does not rebuild its {cls.__name__}: {type(error).__name__}: {error}"
+            f"checkpoint {path!r} does not rebuild {cls.__name__}: {type(error).__name__}: {error}"
         ) from None
 
 

@@ -3,8 +3,7 @@ linreg_pl.fast.LightningOverheadCuts` in `linreg_pl/base.yaml`. To remove it: de
 
 Lightning wraps ~40 hook calls a step in `trainer.profiler.profile(name)`, and its `PassThroughProfiler` builds a
 context manager for each. Measured, with two cuts tried and dropped because they changed users' objects (a class swap,
-hidden callback hooks), by `python benchmarks/throughput.py --sections cuts` (docs/speed.md).
-"""
+hidden callback hooks), by `python benchmarks/throughput.py --sections cuts` (docs/speed.md)."""
 
 import contextlib
 

@@ -79,10 +79,14 @@ class PredictionWriter(BasePredictionWriter):
         for part in self._parts.values():
             part.close()
         trainer.strategy.barrier()  # every part is complete
-        if trainer.is_global_zero:
-            for index in range(len(trainer.num_predict_batches)):
+        failure = None
+        try:
+            for index in range(len(trainer.num_predict_batches)) if trainer.is_global_zero else ():
                 self._merge(self._output(index), trainer.world_size)
-        trainer.strategy.barrier()  # the parts are gone before anyone reads the files
+        except Exception as error:  # every process raises it, none waits for rank zero forever
+            failure = error
+        if (failure := trainer.strategy.broadcast(failure)) is not None:  # and the files are complete when it returns
+            raise failure
 
     def _merge(self, path: Path, world_size: int) -> None:
         parts = [path.with_name(f"{path.name}.part-{rank}") for rank in range(world_size)]

@@ -3,8 +3,7 @@
 CSV and TensorBoard loggers pick N by listing the directory, so runs started together could share one. A logger's
 relative `save_dir` is under `<root>`; other layouts (MLflow, W&B) are left alone. Each run being new, Lightning's
 `ckpt_path="last"` would look only in the new, empty run: here `last` is the newest `last*.ckpt` or `interrupted.ckpt`
-among the runs, `best` the best one the newest run's monitor recorded.
-"""
+among the runs, `best` the best one the newest run's monitor recorded."""
 
 import glob
 import os

@@ -300,6 +300,27 @@ def test_a_tuple_example_input_array_gives_one_named_input_per_forward_parameter
     torch.testing.assert_close(actual, expected)
 
 
+@pytest.mark.parametrize("suffix", [pytest.param(".onnx", marks=needs_onnx), ".pt2"])
+def test_a_two_input_export_prints_no_warning(tmp_path, capfd, suffix):
+    # the ONNX exporter notes, on every export of several inputs, that they share the batch axis: nothing to act on
+    from user_models import StoreRegressor
+
+    example = (torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_model(StoreRegressor(), example, tmp_path / f"model{suffix}")
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr() == ("", "")
+
+
+def test_an_example_that_does_not_fit_a_one_input_forward_asks_for_input_shape(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        export_model(nn.Linear(3, 1), (torch.zeros(2, 3), torch.zeros(2, 3)), tmp_path / "model.pt2")
+    assert str(error.value) == (
+        "cannot export Linear: forward takes 1 inputs (input), the example is (Tensor, Tensor); give --input_shape"
+    )
+
+
 @pytest.mark.parametrize(
     "example, got",
     [((torch.zeros(2, 3),), "Tensor"), ((torch.zeros(2, 3), [0, 1]), "Tensor, list"), ((1.0, 2.0), "float, float")],
@@ -310,8 +331,8 @@ def test_an_example_input_that_does_not_fit_forward_is_one_line_naming_what_it_t
     with pytest.raises(ConfigError) as error:
         export_model(StoreRegressor(), example, tmp_path / "model.pt2")
     assert str(error.value) == (
-        "cannot export StoreRegressor: forward takes 2 inputs (features, store); the example input must be a tensor "
-        f"per input, in a tuple or a dict by name, not ({got}); give --input_shape"
+        f"cannot export StoreRegressor: forward takes 2 inputs (features, store), the example is ({got}); set "
+        "example_input_array to 2 tensors (a tuple, or a dict by name)"
     )
     assert not (tmp_path / "model.pt2").exists()
 

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
+import pytest
 import torch
 from conftest import QUIET, USER_EXPERIMENT, run_user, version_dir
 from torch.utils.data import DataLoader, TensorDataset
 from user_models import Blobs, Classifier
 
 from linreg_pl.cli import main
+from linreg_pl.errors import ConfigError
+from linreg_pl.predictions import PredictionWriter
 
 
 def rows(path) -> list[list[str]]:
@@ -91,3 +95,34 @@ def test_predictions_null_writes_no_file(isolated):
     checkpoint = str(version_dir(isolated) / "checkpoints" / "last.ckpt")
     run_user("predict", "--ckpt_path", checkpoint, "--predictions", "null")
     assert not list(isolated.rglob("predictions*"))
+
+
+class Strategy:
+    """Two processes' strategy, seen from one of them: `broadcast` hands on what rank zero sent (recorded)."""
+
+    def __init__(self, from_rank_zero=None) -> None:
+        self.sent, self.from_rank_zero = [], from_rank_zero
+
+    def barrier(self) -> None:
+        pass
+
+    def broadcast(self, obj):
+        self.sent.append(obj)
+        return obj if self.from_rank_zero is None else self.from_rank_zero
+
+
+def test_a_merge_that_fails_on_rank_zero_is_raised_by_every_process_not_waited_for(tmp_path):
+    # rank zero merges the parts between collectives: had it raised alone, the other process would wait forever
+    (tmp_path / "out.csv.part-0").write_text("row,prediction\r\n0,1.5\r\n")
+    (tmp_path / "out.csv.part-1").write_text("row,score\r\n1,2.5\r\n")
+    rank_zero = SimpleNamespace(is_global_zero=True, world_size=2, num_predict_batches=[1], strategy=Strategy())
+    writer = PredictionWriter(str(tmp_path / "out.csv"))
+    writer._base = tmp_path / "out.csv"
+    with pytest.raises(ConfigError, match="the processes' predictions have different columns") as raised:
+        writer.on_predict_epoch_end(rank_zero, None)
+    assert rank_zero.strategy.sent == [raised.value]  # sent to the other process
+    other = SimpleNamespace(is_global_zero=False, world_size=2, num_predict_batches=[1])
+    other.strategy = Strategy(from_rank_zero=raised.value)
+    with pytest.raises(ConfigError) as raised_there:
+        PredictionWriter(str(tmp_path / "out.csv")).on_predict_epoch_end(other, None)
+    assert raised_there.value is raised.value and other.strategy.sent == [None]

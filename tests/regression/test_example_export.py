@@ -104,7 +104,7 @@ def test_cli_export_errors_name_the_checkpoint_and_the_reason(isolated, capsys):
         "corrupt.ckpt": "checkpoint 'corrupt.ckpt' cannot be loaded: it is corrupt or truncated, not a checkpoint, "
         "or holds objects other than tensors and plain values, which are loaded only with --weights_only false",
         # torch's reason as torch raised it (two lines)
-        "other_shape.ckpt": "checkpoint 'other_shape.ckpt' does not rebuild its LinearRegression: RuntimeError: "
+        "other_shape.ckpt": "checkpoint 'other_shape.ckpt' does not rebuild LinearRegression: RuntimeError: "
         "Error(s) in loading state_dict for LinearRegression:\n\tsize mismatch for linear.weight: copying a param with "
         "shape torch.Size([1, 3]) from checkpoint, the shape in current model is torch.Size([1, 2]).",
     }
