@@ -14,11 +14,12 @@ import math
 import os
 import sys
 import tempfile
+from fractions import Fraction
 from pathlib import Path
 
 import torch
 from conftest import QUIET, ROOT
-from test_closed_form import exact_least_squares, polynomial_table_rows, scaled_table_rows
+from test_closed_form import exact_least_squares, gaussian_elimination, polynomial_table_rows, scaled_table_rows
 from test_hard_tables import FILIP, FILIP_SD, diamonds_like, filip, filip_like
 from test_inference import (
     ALL_ROWS,
@@ -56,10 +57,27 @@ def fit(path: Path, target: str, *args: str) -> tuple[dict, tuple[torch.Tensor, 
     return report, cli.datamodule.training_rows
 
 
+def exact_least_squares_in_integers(features: torch.Tensor, targets: torch.Tensor) -> tuple[list, Fraction]:
+    """`exact_least_squares` for many rows: each float64 column times a power of two is integers (exactly), so
+    [1, x]ᵀ[1, x] and [1, x]ᵀy are sums of Python integers; the system is then solved in Fractions."""
+    columns = [[1.0] * len(features), *features.to(torch.float64).T.tolist(), targets.to(torch.float64).tolist()]
+    scales = [max(Fraction(v).denominator for v in column) for column in columns]
+    ints = [[int(Fraction(v) * scale) for v in column] for column, scale in zip(columns, scales, strict=True)]
+    size = len(columns) - 1
+
+    def sum_of_products(p: int, q: int) -> Fraction:
+        return Fraction(sum(a * b for a, b in zip(ints[p], ints[q], strict=True)), scales[p] * scales[q])
+
+    matrix = [[sum_of_products(p, q) for q in range(size)] for p in range(size)]
+    solution = gaussian_elimination(matrix, [sum_of_products(p, size) for p in range(size)])
+    return solution[1:], solution[0]
+
+
 def yardstick_digits(report: dict, rows: tuple[torch.Tensor, torch.Tensor]) -> float:
     fit = report.get("ols")
     kept = torch.nonzero(~fit.aliased).flatten() if fit is not None else torch.arange(rows[0].shape[1])
-    exact_w, exact_b = exact_least_squares(rows[0][:, kept], rows[1])
+    solve = exact_least_squares if len(rows[0]) <= 5000 else exact_least_squares_in_integers
+    exact_w, exact_b = solve(rows[0][:, kept], rows[1])
     got = [*report["closed_w"][kept].tolist(), float(report["closed_b"])]
     return digits(got, [*(float(w) for w in exact_w), float(exact_b)])
 
@@ -152,8 +170,8 @@ def main_table() -> list[tuple[str, str, str, str]]:
 
     header = ["carat", "cut", "color", "clarity", "depth", "table", "y", "x", "width", "height"]
     write_csv(work / "diamonds.csv", header, diamonds_like())
-    report, _ = fit(work / "diamonds.csv", "y")
-    row("diamonds-like, 20,000 rows", report, None, "-")
+    report, rows = fit(work / "diamonds.csv", "y")
+    row("diamonds-like, 20,000 rows", report, rows, "-")
 
     features, targets = sparse_table()
     tensor_table(work / "lasso.csv", features, targets, [f"x{j}" for j in range(20)])

@@ -11,8 +11,9 @@ QR decomposition of the design [1, x, y] ((d + 2)² numbers) and each column's m
 `merge` combines the statistics of two shards. `solve` works from R, which keeps the design's condition
 number where the normal equations (a covariance matrix, RᵀR) would square it: on polynomial features
 x, ..., x¹⁰ about 7 correct digits instead of none. `least_squares(features, targets)`, for rows in
-memory, adds a second pass (`refine`) with compensated residuals and gradient: 13 digits or more there. They are the
-yardsticks for what SGD reaches, and `standardization()` gives the statistics a data module standardises with.
+memory, adds a second pass (`refine`) with compensated residuals and gradient (the digits each reaches:
+docs/statistics.md). They are the yardsticks for what SGD reaches, and `standardization()` gives the
+statistics a data module standardises with.
 
 The objective, with the mean squared error (not half of it) and the bias never penalised:
 
@@ -59,7 +60,7 @@ class NormalEquations:
     running R, which is factored again (`merge` does the same with another process's R). Solving from R
     keeps the design's condition number as it is, where the centred Gram matrix RᵀR would square it: with
     polynomial columns x, x², ..., x¹⁰ on [0, 10] (condition ~1e7 after scaling) the Gram matrix leaves no
-    correct digit, R about seven, and `least_squares`, which also refines against the data, all sixteen. The ones
+    correct digit, R about seven, and `least_squares`, which also refines against the data, nearly all. The ones
     column comes first so that R's lower-right block is the factor of the centred [x, y] (Q's first column
     is 1/√n): the bias is eliminated without centring, and ||R·[-b, -w, 1]||² is the sum of squared residuals.
 
@@ -372,9 +373,9 @@ def refine(
     the least-squares fit to them solved through R alone (the corrected semi-normal equations of Björck:
     SᵀS·δ = (x - x̄)ᵀr by two triangular solves with S, or its minimum-norm solution where S is singular);
     the bias follows from the mean residual. The gradient xᵀr - x̄·Σr is compensated too (`_column_dot`): its
-    terms cancel at the optimum, and its float64 rounding left Filip-like degree-10 designs (condition ~4e9)
-    at 7.9 digits; compensated, one step reaches 13 there and 16 on x, ..., x¹⁰ on [0, 10] (~4 times the cost
-    of a plain float64 pass). `statistics` must hold exactly these rows.
+    terms cancel at the optimum, so in plain float64 its rounding, not the solver, capped the accuracy on
+    Filip-like degree-10 designs (condition ~4e9; figures in docs/statistics.md); it costs ~4 times a plain
+    float64 pass. `statistics` must hold exactly these rows.
     """
     if statistics.count != len(features):
         raise ValueError(f"refine: the statistics hold {statistics.count} rows, the data {len(features)}")
@@ -395,9 +396,8 @@ def refine(
             cancelling = y.abs() + x.abs() @ weight.abs() + bias.abs() > _CANCELLATION * residual.abs()
             if bool(cancelling.any()):
                 residual[cancelling] = _residual(x[cancelling], y[cancelling], weight, bias)
-            # xᵀr and Σr, compensated: at the optimum their terms cancel to 0 (the normal equations), so in plain
-            # float64 their rounding, not the solver, set the accuracy (Filip-like x¹⁰ at condition ~4e9: 7.9
-            # digits); x is not centred first, as x - x̄ rounded is a perturbed design
+            # xᵀr and Σr, compensated (see the docstring); x is not centred first, as x - x̄ rounded is a perturbed
+            # design
             gradient = _add_compensated(gradient, _column_dot(x, residual))
             total = _add_compensated(total, _column_dot(torch.ones(len(x), 1, dtype=torch.float64), residual))
         total_residual = float(total[0] + total[1])

@@ -42,6 +42,9 @@ from linreg_pl.regression.tables import column_names, read_arrow, read_table
 Split = tuple[Tensor, ...]
 
 
+MIN_SCORED_ROWS = 2  # the fewest rows a split or file scored in memory may have: torchmetrics' R² needs two
+
+
 def check_split_arguments(owner: str, batch_size: int, val_fraction: float, test_fraction: float) -> None:
     """The checks every data module makes of its batch size and held-out fractions."""
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -219,7 +222,7 @@ class RegressionDataModule(LightningDataModule):
             min_train=1,
             unit="examples",
             remedy="use more examples",
-            min_held_out=2,
+            min_held_out=MIN_SCORED_ROWS,
         )
 
     @property
@@ -537,8 +540,10 @@ class TableRegressionDataModule(RegressionDataModule):
         rows = np.flatnonzero(~unusable)
         if not len(rows):
             raise ConfigError(f"{self.test_path}: no row can be scored: each misses a value or has an unseen level")
-        if len(rows) == 1:
-            raise ConfigError(f"{self.test_path}: 1 row can be scored, and the R² it reports needs at least 2")
+        if len(rows) < MIN_SCORED_ROWS:
+            raise ConfigError(
+                f"{self.test_path}: {len(rows)} row can be scored, and the R² it reports needs {MIN_SCORED_ROWS}"
+            )
         return torch.from_numpy(encoded.features[rows]), torch.from_numpy(targets[rows]), torch.from_numpy(rows)
 
 

@@ -163,7 +163,7 @@ def ordinary_least_squares(
     bias = (
         statistics.target_mean - weight @ statistics.feature_mean if intercept else torch.zeros((), dtype=torch.float64)
     )
-    if rows is not None and intercept:  # a second pass: 13 or more correct digits, not ~7, on ill-conditioned designs
+    if rows is not None and intercept:  # a second pass: the exact optimum on ill-conditioned designs (`refine`)
         features, targets = rows[0].to("cpu", torch.float64), rows[1].to("cpu", torch.float64).reshape(-1)
         if bool(aliased.any()):
             identifiable = NormalEquations()

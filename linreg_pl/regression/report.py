@@ -156,8 +156,8 @@ class ParameterReport(Callback):
                 ]
             else:
                 # R's choice for aliased columns (weight 0, reported empty); with the rows in memory, a second
-                # pass makes the estimate exact to 13 digits or more, not ~7, on designs as ill-conditioned as
-                # polynomial columns up to x^10, and a third gives each row's leverage (HC3)
+                # pass makes the estimate exact on designs as ill-conditioned as polynomial columns up to x^10
+                # (`refine`), and a third gives each row's leverage (HC3)
                 # streamed: HC3's pass over the training rows, once (on the process that writes the files)
                 blocks = getattr(datamodule, "training_blocks", None) if trainer.is_global_zero else None
                 fit = ordinary_least_squares(statistics, rows, penalties["intercept"], blocks=blocks)

@@ -421,7 +421,6 @@ class TableChunks(ChunkSource):
             `skip`.
         row_counts: rows each chunk gives after dropping (the statistics pass counts them); None: the table's.
         dtype: the batches' floating-point type (float64 under `--trainer.precision 64-true`).
-        split: what the chunks are, for messages ("training split", "val split", a file's path).
     """
 
     def __init__(
@@ -440,7 +439,6 @@ class TableChunks(ChunkSource):
         unusable: Literal["drop", "error", "blank"] = "drop",
         row_counts: Sequence[int] | None = None,
         dtype: torch.dtype = torch.float32,
-        split: str = "training split",
     ) -> None:
         super().__init__(seed, batch_size, shuffle, rank, num_replicas)
         self.table, self.encoding, self.target = table, dict(encoding), target
@@ -454,11 +452,6 @@ class TableChunks(ChunkSource):
         self.unpredictable: dict[str, dict[str, int]] = {"missing": {}, "unseen": {}}
         self.num_unpredictable = 0
         self._lock = threading.Lock()
-        if len(self.chunks) < num_replicas:  # a process with no batch: Lightning stops the run mid-way
-            raise ConfigError(
-                f"{split}: {len(self.chunks)} chunks cannot be shared among {num_replicas} processes; write "
-                "smaller row groups (Parquet) or lower chunk_bytes (CSV) to get at least one chunk each"
-            )
 
     def encoded(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict[str, int]]:
         """Chunk `index` as float64 `(features, targets or None, usable rows, missing values by column)`;
@@ -801,9 +794,13 @@ class TableStreamDataModule(LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         chunks = self.chunk_splits[split] if table is None else [i for i, rows in enumerate(table.row_counts) if rows]
-        label = f"{'training' if split == 'train' else split} split" if table is None else str(table.path)
+        if 0 < len(chunks) < world:  # a process without a batch: Lightning stops the run at that loop's start
+            what = f"the {'training' if split == 'train' else split} split" if table is None else str(table.path)
+            raise ConfigError(
+                f"{what}: {len(chunks)} chunks cannot be shared among {world} processes; write smaller row groups "
+                "(Parquet) or lower chunk_bytes (CSV) to get at least one chunk each"
+            )
         options = {
-            "split": label,
             "target": self.target,
             "seed": self.seed,
             "rank": rank,

@@ -4,6 +4,7 @@ each training row once per epoch, disjoint DDP shares of equal step counts, one-
 from __future__ import annotations
 
 import csv
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -217,18 +218,21 @@ def test_bad_tables_are_one_line_errors(isolated):
         module.standardization  # noqa: B018
 
 
-@pytest.mark.parametrize("split, pad", [("train", True), ("val", False), ("test", False)])
-def test_more_processes_than_a_splits_chunks_is_refused_in_one_line(split, pad, tables):
-    # a process with no validation or test chunk had Lightning stop the run with its "zero length" error
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_more_processes_than_a_splits_chunks_is_one_line_and_an_empty_split_is_left_to_lightning(split, tables):
+    # a process with no chunk of a split made Lightning stop the run ("within local rank has zero length")
     module = streamed(tables[1]["parquet"])
     chunks = module.chunk_splits[split]
-    label = {"train": "training"}.get(split, split)
+    module.trainer = SimpleNamespace(global_rank=0, world_size=40, precision="32-true")
     with pytest.raises(ConfigError) as error:
-        TableChunks(module.table, NUMBERS, "y", chunks, 16, num_replicas=40, pad=pad, split=f"{label} split")
+        module._split_chunks(split)
     assert str(error.value) == (
-        f"{label} split: {len(chunks)} chunks cannot be shared among 40 processes; write smaller row groups "
-        "(Parquet) or lower chunk_bytes (CSV) to get at least one chunk each"
+        f"the {'training' if split == 'train' else split} split: {len(chunks)} chunks cannot be shared among 40 "
+        "processes; write smaller row groups (Parquet) or lower chunk_bytes (CSV) to get at least one chunk each"
     )
+    empty = streamed(tables[1]["parquet"], val_fraction=0.0)  # no val split at all: Lightning skips validation
+    empty.trainer = SimpleNamespace(global_rank=0, world_size=2, precision="32-true")
+    assert empty._split_chunks("val").chunks == []
 
 
 def test_streamed_text_and_missing_values_as_in_memory_and_predict_from_the_checkpoint_alone(isolated, capsys):
