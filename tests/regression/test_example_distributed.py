@@ -27,6 +27,7 @@ def run_ddp(*args: str, cwd) -> str:
     return run_python(["-m", "linreg_pl", *args], cwd)
 
 
+@pytest.mark.slow  # two processes started and stopped, about 7 s
 def test_ctrl_c_stops_every_ddp_process_at_once_and_saves_nothing(isolated):
     code, output = interrupt_at(5, signal.SIGINT, *DDP, "--trainer.max_epochs", "1", cwd=isolated)
     assert code == 1, output
