@@ -106,7 +106,7 @@ class PredictionWriter(BasePredictionWriter):
             count, previous = 0, None
             with path.open("w", newline="") as output:
                 if not json_lines:
-                    output.write(headers.pop() if headers else "row,prediction\r\n")
+                    output.write(headers.pop() if headers else "row\r\n")  # no rows: no column is known
                 for line in heapq.merge(*streams, key=_row):
                     if (row := _row(line)) != previous:  # a row a sampler padded in is written once
                         output.write(line)

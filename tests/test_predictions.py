@@ -126,3 +126,14 @@ def test_a_merge_that_fails_on_rank_zero_is_raised_by_every_process_not_waited_f
     with pytest.raises(ConfigError) as raised_there:
         PredictionWriter(str(tmp_path / "out.csv")).on_predict_epoch_end(other, None)
     assert raised_there.value is raised.value and other.strategy.sent == [None]
+
+
+def test_a_predict_run_that_gives_no_rows_writes_only_the_row_header(tmp_path, capsys):
+    (tmp_path / "out.csv.part-0").write_text("")  # predict_step returned nothing for every batch
+    trainer = SimpleNamespace(is_global_zero=True, world_size=1, num_predict_batches=[1], strategy=Strategy())
+    writer = PredictionWriter(str(tmp_path / "out.csv"))
+    writer._base = tmp_path / "out.csv"
+    writer.on_predict_epoch_end(trainer, None)
+    assert (tmp_path / "out.csv").read_text() == "row\n"  # no output column is guessed
+    assert capsys.readouterr().out == f"wrote 0 predictions to {tmp_path / 'out.csv'}\n"
+    assert not (tmp_path / "out.csv.part-0").exists()
