@@ -88,7 +88,12 @@ print(any(unfrozen_collections), gc.get_freeze_count() > 100_000, gc.isenabled()
 
 
 @pytest.mark.parametrize(
-    "command", [[sys.executable, "-m", "linreg_pl"], [str(Path(sys.executable).parent / "linreg-pl")]]
+    "command",
+    # `python -m linreg_pl` is what every subprocess test runs: this one with the slow tests
+    [
+        pytest.param([sys.executable, "-m", "linreg_pl"], marks=pytest.mark.slow),
+        [str(Path(sys.executable).parent / "linreg-pl")],
+    ],
 )
 def test_python_dash_m_and_the_script_run_a_fit(command, isolated):
     fit = subprocess.run(

@@ -132,6 +132,7 @@ def test_a_sweep_killed_mid_trial_continues_to_run_cap_finished_trials_with_none
     assert after[3][LR] == after[2][LR]  # the interrupted trial's values, run again
 
 
+@pytest.mark.slow  # beside the slow SIGKILL test above
 def test_a_trial_left_running_by_a_dead_process_is_failed_and_its_values_run_again(tmp_path, capsys):
     # what kill -9 leaves (the slow test above does it for real): a RUNNING trial whose process is gone
     import optuna

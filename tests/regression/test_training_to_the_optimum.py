@@ -228,6 +228,7 @@ def lasso_table() -> dict[str, np.ndarray]:
     return {**{f"x{i}": x[:, i] for i in range(10)}, "y": used @ [1.0, -2.0, 1.5] + rng.normal(size=300) * 0.5}
 
 
+@pytest.mark.slow  # test_sparse_checkpoint's standardised-averaged case checks the same in the default suite
 def test_lasso_with_averaging_gives_the_exact_zeros_of_the_exact_lasso(isolated):
     from linreg_pl.regression.closed_form import NormalEquations
 
