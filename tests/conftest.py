@@ -104,21 +104,19 @@ def default_signal_handlers() -> None:
 
 
 def interrupt_at(step: int, signum: int, *args: str, cwd: Path) -> tuple[int, str]:
-    """Runs `python -m linreg_pl fit *args` in a process group of its own, sends `signum` to the whole group
-    at global step `step` (as a terminal's Ctrl-C reaches every process), and returns the exit status and
-    the output."""
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    """Runs `python -m linreg_pl fit *args`, sends `signum` to its process group at global step `step`, and returns
+    the exit status and the output (`signal_on`)."""
     wait = ["--trainer.callbacks+", "signal_probe.WaitForSignal", "--trainer.callbacks.step", str(step)]
-    process = subprocess.Popen(
-        [sys.executable, "-u", "-m", "linreg_pl", "fit", *args, *wait],
-        cwd=cwd,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=default_signal_handlers,
-    )
+    return signal_on(["-m", "linreg_pl", "fit", *args, *wait], "waiting at step", signum, cwd)
+
+
+def signal_on(command: list[str], marker: str, signum: int, cwd: Path) -> tuple[int, str]:
+    """Runs `python -u *command` as `run_python` does, sends `signum` to the whole process group once a line starts
+    with `marker` (as a terminal's Ctrl-C reaches every process), and returns the exit status and the output."""
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    process = subprocess.Popen([sys.executable, "-u", *command], cwd=cwd, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=default_signal_handlers)  # fmt: skip
     # a run that hangs before or after the signal is killed with its group after 2 minutes
     watchdog = threading.Timer(120, os.killpg, (process.pid, signal.SIGKILL))
     watchdog.start()
@@ -126,7 +124,7 @@ def interrupt_at(step: int, signum: int, *args: str, cwd: Path) -> tuple[int, st
         output = []
         for line in process.stdout:
             output.append(line)
-            if line.startswith("waiting at step"):
+            if line.startswith(marker):
                 break
         if process.poll() is None:
             os.killpg(process.pid, signum)

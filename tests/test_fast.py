@@ -108,15 +108,8 @@ def test_python_dash_m_and_the_script_run_a_fit(command, isolated):
     assert (version_dir(isolated) / "checkpoints" / "last.ckpt").is_file()
 
 
-class SavesTheModuleAtTheEnd(Callback):
-    """A user's export callback: the whole module, pickled, when training ends."""
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        torch.save(pl_module, "module.pt")
-
-
 def test_the_module_pickles_and_copies_during_and_after_fit(isolated):
-    cli = run_user("fit", "--trainer.max_epochs", "1", "--trainer.callbacks+", f"{__name__}.SavesTheModuleAtTheEnd")
+    cli = run_user("fit", "--trainer.max_epochs", "1", "--trainer.callbacks+", "user_models.SavesTheModule")
     saved = torch.load("module.pt", weights_only=False)
     assert type(saved) is Classifier
     for name, value in cli.model.state_dict().items():

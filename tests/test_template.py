@@ -224,21 +224,13 @@ def test_resuming_an_interrupted_run_gives_the_same_bits_as_a_run_never_stopped(
 
 
 @experiments
-def test_validate_from_the_checkpoint_gives_the_live_models_metrics(config, fitted, isolated):
-    take(config, "validate")
+@pytest.mark.parametrize("subcommand", ["validate", "test"])
+def test_validate_and_test_from_the_checkpoint_give_the_live_models_metrics(subcommand, config, fitted, isolated):
+    take(config, subcommand)
     cli = fitted(config)
-    live = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    validated = run("validate", config, "--ckpt_path", last_checkpoint(root_of(cli))).trainer.callback_metrics
-    assert live and {name: float(validated[name]) for name in live} == pytest.approx(live, rel=1e-6)
-
-
-@experiments
-def test_test_from_the_checkpoint_gives_the_live_models_metrics(config, fitted, isolated):
-    take(config, "test")
-    cli = fitted(config)
-    live = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    tested = run("test", config, "--ckpt_path", last_checkpoint(root_of(cli))).trainer.callback_metrics
-    assert live and {name: float(tested[name]) for name in live} == pytest.approx(live, rel=1e-6)
+    live = getattr(cli.trainer, subcommand)(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    scored = run(subcommand, config, "--ckpt_path", last_checkpoint(root_of(cli))).trainer.callback_metrics
+    assert live and {name: float(scored[name]) for name in live} == pytest.approx(live, rel=1e-6)
 
 
 @experiments

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
@@ -389,3 +389,10 @@ class LazyRegressor(LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+class SavesTheModule(Callback):
+    """A user's export callback: the whole module, pickled, when training ends (as MLflow's log_model does)."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        torch.save(pl_module, "module.pt")

@@ -16,7 +16,7 @@ from example_helpers import (
     no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
     run_cli,
 )
-from lightning.pytorch import Callback, LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -344,15 +344,8 @@ def test_any_lightning_module_and_data_module_plug_in(isolated):
     assert torch.allclose(torch.tensor([float(r["prediction"]) for r in rows]), expected, atol=1e-5)
 
 
-class SavesTheModule(Callback):
-    """A user's export callback: the whole module, pickled, when training ends (as MLflow's log_model does)."""
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        torch.save(pl_module, "module.pt")
-
-
 def test_the_example_module_pickles_during_fit_and_trains_on_as_it_did(isolated):
-    fitted = run_cli("fit", "--trainer.max_epochs", "1", "--trainer.callbacks+", f"{__name__}.SavesTheModule")
+    fitted = run_cli("fit", "--trainer.max_epochs", "1", "--trainer.callbacks+", "user_models.SavesTheModule")
     loaded = torch.load("module.pt", weights_only=False)
     assert type(loaded) is LinearRegression
     assert torch.equal(loaded.linear.weight, fitted.model.linear.weight.cpu())

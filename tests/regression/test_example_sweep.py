@@ -11,12 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run_python
+from conftest import ROOT, run_python, signal_on
 from example_helpers import (
     DEFAULT_CONFIG,
     no_picture,  # noqa: F401 (autouse: fit.png is drawn by tests marked picture)
@@ -97,27 +96,8 @@ def test_a_sweep_killed_mid_trial_continues_to_run_cap_finished_trials_with_none
     pause = ["--trainer.callbacks+", "sweep_probe.PauseInRun", "--trainer.callbacks.counter", str(tmp_path / "fits")]
     pause += ["--trainer.callbacks.run", "3"]
     command = ["-m", "linreg_pl", "sweep", "--config", DEFAULT_CONFIG, "--sweep", sweep, *TINY, *pause]
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
-    process = subprocess.Popen(
-        [sys.executable, "-u", *command],
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    watchdog = threading.Timer(120, os.killpg, (process.pid, signal.SIGKILL))
-    watchdog.start()
-    try:
-        for line in process.stdout:
-            if line.startswith("waiting in run 3"):
-                os.killpg(process.pid, signal.SIGKILL)
-                break
-        process.communicate()
-    finally:
-        watchdog.cancel()
-    assert process.returncode == -signal.SIGKILL
+    code, _ = signal_on(command, "waiting in run 3", signal.SIGKILL, tmp_path)
+    assert code == -signal.SIGKILL
     folder = tmp_path / "sweeps" / "resume"
     before = read_trials(folder)
     assert [t["state"] for t in before] == ["COMPLETE", "COMPLETE"]  # written after each finished trial
@@ -164,27 +144,8 @@ def test_ctrl_c_stops_the_sweep_and_a_rerun_runs_the_interrupted_values_again(tm
     pause = ["--trainer.callbacks+", "sweep_probe.PauseInRun", "--trainer.callbacks.counter", str(tmp_path / "fits")]
     pause += ["--trainer.callbacks.run", "2"]
     command = ["-m", "linreg_pl", "sweep", "--config", DEFAULT_CONFIG, "--sweep", sweep, *TINY, *pause]
-    process = subprocess.Popen(
-        [sys.executable, "-u", *command],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")])),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a terminal's default, whoever runs pytest
-    )
-    watchdog = threading.Timer(120, os.killpg, (process.pid, signal.SIGKILL))
-    watchdog.start()
-    try:
-        for line in process.stdout:
-            if line.startswith("waiting in run 2"):
-                os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C reaches the terminal's process group
-                break
-        process.communicate()
-    finally:
-        watchdog.cancel()
-    assert process.returncode == 130
+    code, _ = signal_on(command, "waiting in run 2", signal.SIGINT, tmp_path)  # as Ctrl-C reaches the group
+    assert code == 130
     folder = tmp_path / "sweeps" / "stop"
     stopped = read_trials(folder)
     assert [t["state"] for t in stopped] == ["COMPLETE", "FAIL", "WAITING"]
